@@ -1,0 +1,4 @@
+# Shim for tools that still call `python setup.py`: every fact is in pyproject.toml.
+from setuptools import setup
+
+setup()
