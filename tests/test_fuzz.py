@@ -1,0 +1,110 @@
+"""Fuzz every public numeric entry point with malformed input (Hypothesis).
+
+Each call must either return finite values of the input's kind, or raise a `ValueError` whose
+message names the offending argument: never a silent NaN, never an obscure error from deep
+inside NumPy or torch. Valid values stay in the documented range (|x| <= 1e4, var <= 1e8), where
+every answer must be finite.
+"""
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import given, strategies as st, HealthCheck, settings
+
+import fastdropout_nb.testing  # noqa: F401  (loads the Hypothesis profile)
+from fastdropout_nb import moments as M
+
+FLOATS = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False)
+SPECIAL = st.sampled_from([np.nan, np.inf, -np.inf])
+
+
+@st.composite
+def arrays(draw, shape=None, nonneg=False):
+    "A value of some kind: mostly float arrays, sometimes malformed (bad dtype, NaN/inf, None, empty, torch)."
+    kind = draw(st.sampled_from(['float'] * 6 + ['int', 'bool', 'complex', 'str', 'object', 'none', 'special',
+                                                  'empty', 'torch', 'torch_int', 'list', 'scalar']))
+    shape = shape if shape is not None else draw(st.sampled_from([(), (3,), (2, 3), (1, 3), (3, 1), (4,)]))
+    n = int(np.prod(shape)) if shape else 1
+    vals = np.array(draw(st.lists(st.floats(0, 1e8) if nonneg else FLOATS, min_size=n, max_size=n)), float).reshape(shape)
+    if kind == 'float': return vals
+    if kind == 'int': return vals.astype(int)
+    if kind == 'bool': return vals > 0
+    if kind == 'complex': return vals + 1j
+    if kind == 'str': return vals.astype(str)
+    if kind == 'object': return np.array([None] * n, dtype=object).reshape(shape)
+    if kind == 'none': return None
+    if n == 0 and kind in ('special', 'scalar'): return vals
+    if kind == 'special':
+        v = vals.copy().reshape(-1); v[0] = draw(SPECIAL); return v.reshape(shape)
+    if kind == 'empty': return np.zeros((0,) + shape[1:])
+    if kind == 'torch': return torch.tensor(vals)
+    if kind == 'torch_int': return torch.tensor(vals.astype(np.int64))
+    if kind == 'list': return vals.tolist()
+    return float(vals.reshape(-1)[0])
+
+
+def _finite(x):
+    if torch.is_tensor(x): return bool(torch.isfinite(x).all())
+    return bool(np.all(np.isfinite(np.asarray(x, dtype=float))))
+
+
+def call(f, names, *args):
+    "Call `f`; a ValueError must name one of `names`; a returned value must be finite."
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', RuntimeWarning)       # overflow/invalid warnings are silent NaNs
+            warnings.simplefilter('error', np.exceptions.ComplexWarning)
+            out = f(*args)
+    except ValueError as e:
+        assert any(n in str(e) for n in names), f"ValueError does not name {names}: {e}"
+        return None
+    for o in (out if isinstance(out, tuple) else (out,)):
+        assert _finite(o), f"non-finite output {o!r} for {args!r}"
+    return out
+
+
+ONE_D = {
+    'sigmoid_mean': M.sigmoid_mean, 'logsigmoid_mean': M.logsigmoid_mean, 'sigmoid_var': M.sigmoid_var,
+    'relu_moments': M.relu_moments, 'tanh_moments': M.tanh_moments,
+    'gauss_hermite_expect': lambda mu, var: M.gauss_hermite_expect(lambda y: y * y, mu, var),
+    'softmax_mean': M.softmax_mean,
+}
+ARGS = ('mu', 'var')
+
+
+@pytest.mark.parametrize('name', ONE_D)
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_closed_forms_fuzz(name, data):
+    mu, var = data.draw(arrays()), data.draw(arrays(nonneg=True))
+    call(ONE_D[name], ARGS + ('axis',), mu, var)
+
+
+@given(mu=arrays(), var=arrays(nonneg=True), target=arrays())
+def test_squared_error_mean_fuzz(mu, var, target):
+    call(M.squared_error_mean, ('mu', 'var', 'target'), mu, var, target)
+
+
+@st.composite
+def dropout_args(draw):
+    n, m, k = draw(st.integers(0, 3)), draw(st.integers(0, 4)), draw(st.integers(1, 2))
+    x = draw(arrays(shape=(n, m)))
+    if draw(st.booleans()) and isinstance(x, np.ndarray) and x.dtype.kind == 'f' and x.ndim == 2: x = sp.csr_matrix(x)
+    w = draw(arrays(shape=draw(st.sampled_from([(m,), (m, k), (m + 1,), ()]))))
+    p = draw(st.one_of(st.floats(-0.5, 1.5), st.just(np.nan), arrays(shape=(m,))))
+    return x, w, p
+
+
+@given(dropout_args())
+def test_dropout_moments_fuzz(args):
+    call(M.dropout_moments, ('x', 'w', 'p'), *args)
+
+
+def test_the_fuzz_check_can_fail():
+    "A silent NaN, an overflow warning and an error that names no argument are all caught."
+    with pytest.raises(AssertionError, match='non-finite'): call(lambda mu, var: np.asarray(mu) * np.nan, ARGS, 1.0, 1.0)
+    with pytest.raises(RuntimeWarning): call(lambda mu, var: np.exp(np.asarray(1e4)), ARGS, 1.0, 1.0)
+    with pytest.raises(AssertionError, match='does not name'):
+        call(lambda mu, var: float('x'), ARGS, 1.0, 1.0)
