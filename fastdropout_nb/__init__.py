@@ -4,6 +4,7 @@ Modules:
 
 - `fastdropout_nb.arrays`: One small helper decides whether a computation runs in NumPy or in torch, and a handful of checks turn bad input into a `ValueError` that names the argument.
 - `fastdropout_nb.data`: Every data set of the papers' tables, found in one data directory, verified against a sha256 registry before use, downloaded (atomically) when missing, and turned into the binarised unigram + bigram features that NBSVM and fast dropout use.
+- `fastdropout_nb.distill`: The ideal dropout predictor, why weight scaling is only a heuristic, Monte Carlo dropout, and dropout distillation (Bulò, Porzi & Kontschieder 2016) with Theorem 1 proved and checked exactly.
 - `fastdropout_nb.experiments`: The papers' published numbers, written down once; each table of ours computed cell by cell, saved atomically, and rendered beside the paper's.
 - `fastdropout_nb.gaussian`: The exact mean and variance of the dropout sum Y = Σᵢ wᵢ xᵢ zᵢ, for dense, sparse and torch inputs; the central limit theorem that turns Y into a Gaussian, and a measured map of where that approximation fails.
 - `fastdropout_nb.moments`: Mean and variance of sigmoid, log-sigmoid, tanh, ReLU and softmax of a Gaussian input, exact where possible and approximated in closed form otherwise, each with its error measured against quadrature.

@@ -1,0 +1,206 @@
+"""Heavier checks of `fastdropout_nb.distill`: Theorem 1 by exact enumeration over many random nets,
+prediction modes and state restoration, and `distill`'s contract (frozen teacher, errors, options).
+
+Runs in the `ci` Hypothesis profile in well under a minute; `HYPOTHESIS_PROFILE=dev` for more examples.
+"""
+import copy
+import sys
+import types
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+from torch import nn
+
+from fastdropout_nb.distill import (check_bregman_constant, check_convex_bound, digits_distillation, digits_split,
+                                    distill, dropout_mode, enumerate_dropout, exact_objectives, exact_predict,
+                                    inference_costs, jensen_gap, kl_loss, l1_loss, lenet, mc_predict, neg_entropy,
+                                    random_students, random_teacher, small_convnet, sq_loss, sq_norm,
+                                    standard_predict)
+from fastdropout_nb.testing import assert_mc_close
+
+torch.set_num_threads(1)
+
+
+def _net(seed, n_in, hidden, n_out, rates, relu):
+    return random_teacher(seed, n_in, hidden, n_out, rates, nn.ReLU if relu else nn.Tanh)
+
+
+nets = st.tuples(st.integers(0, 100_000), st.integers(1, 3),
+                 st.lists(st.integers(1, 4), min_size=1, max_size=3).filter(lambda h: sum(h) <= 10),
+                 st.integers(2, 4), st.floats(0.05, 0.9), st.booleans())
+
+
+@given(nets, st.integers(1, 5))
+def test_theorem1_bregman_losses(spec, n_x):
+    seed, n_in, hidden, n_out, p, relu = spec
+    net = _net(seed, n_in, tuple(hidden), n_out, (p,) * len(hidden), relu)
+    x = torch.randn(n_x, n_in, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    outs, probs = enumerate_dropout(net, x, 'probs')
+    assert abs(float(probs.sum()) - 1) < 1e-12
+    gap = check_bregman_constant(outs, probs, random_students(outs, probs, n=5, seed=seed), kl_loss, neg_entropy)
+    assert gap >= -1e-12
+    raw, probs = enumerate_dropout(net, x, 'raw')
+    gap = check_bregman_constant(raw, probs, random_students(raw, probs, n=5, seed=seed, kind='raw'), sq_loss, sq_norm)
+    assert gap >= -1e-12
+
+
+@given(nets)
+def test_theorem1_l1_is_only_a_bound(spec):
+    seed, n_in, hidden, n_out, p, relu = spec
+    net = _net(seed, n_in, tuple(hidden), n_out, (p,) * len(hidden), relu)
+    x = torch.randn(3, n_in, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    outs, probs = enumerate_dropout(net, x, 'probs')
+    students = random_students(outs, probs, n=4, seed=seed)
+    for q in students:                           # (i): J <= J' for every student
+        J, Jp = exact_objectives(outs, probs, q, l1_loss)
+        assert float(J) <= float(Jp) + 1e-12
+    if float(jensen_gap(outs, probs, sq_norm)) > 1e-8:
+        ybar = torch.tensordot(probs, outs, dims=1)
+        check_convex_bound(outs, probs, [ybar, outs.amax(0) + 1] + students, l1_loss)
+
+
+def test_broken_variants_are_caught():
+    net = random_teacher(3)
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    outs, probs = enumerate_dropout(net, x, 'probs')
+    students = random_students(outs, probs, n=4)
+    with pytest.raises(AssertionError):          # KL in the wrong direction is not of form (ii)
+        check_bregman_constant(outs, probs, students, lambda y, q: kl_loss(q, y), neg_entropy)
+
+    def averaged(outs, probs, q, loss):          # J' from the averaged teacher misses the Jensen gap
+        ybar = torch.tensordot(probs, outs, dims=1)
+        return loss(ybar, q).mean(), loss(ybar, q).mean()
+    with pytest.raises(AssertionError):
+        check_bregman_constant(outs, probs, students, kl_loss, neg_entropy, objectives=averaged)
+    with pytest.raises(AssertionError):          # a wrong generator φ gives the wrong gap
+        check_bregman_constant(outs, probs, students, kl_loss, sq_norm)
+
+
+def test_mc_matches_exact_and_standard_is_exact_when_linear():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4, 3), nn.Tanh(),
+                        nn.Dropout(0.3), nn.Linear(3, 2)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    exact = exact_predict(net, x, 'raw')
+    with torch.no_grad(), dropout_mode(net):
+        draws = torch.stack([net(x) for _ in range(3000)])
+    assert_mc_close(draws.numpy(), exact.numpy())
+    lin = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Dropout(0.4), nn.Linear(4, 2)).double()
+    assert torch.allclose(exact_predict(lin, x, 'raw'), standard_predict(lin, x, 'raw'), atol=1e-12)
+
+
+def test_predict_restores_state_and_keeps_batchnorm_in_eval():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Dropout2d(0.5), nn.Flatten(),
+                        nn.Linear(3 * 16, 4))
+    x = torch.randn(6, 1, 6, 6)
+    net.train()
+    stats = net[1].running_mean.clone()
+    p1 = mc_predict(net, x, 20, seed=3)
+    assert all(m.training for m in net.modules())
+    assert torch.equal(net[1].running_mean, stats)          # BN never saw a batch in train mode
+    assert torch.equal(p1, mc_predict(net, x, 20, seed=3))
+    raw = mc_predict(net, x, 20, output='raw', seed=3)
+    assert raw.shape == (6, 4) and not torch.allclose(raw.sum(1), torch.ones(6))
+    assert torch.allclose(standard_predict(net, x), standard_predict(net.eval(), x))
+
+
+def test_distill_contract():
+    torch.manual_seed(0)
+    teacher = random_teacher(1, 3, (8, 6), 3, (0.5, 0.5), nn.ReLU, torch.float32)
+    x = torch.randn(256, 3)
+    state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    flags = [m.training for m in teacher.modules()]
+    for loss in ('kl', 'mse', lambda y, out: (y - out.softmax(1)).abs().sum(1)):
+        s = distill(teacher, copy.deepcopy(teacher), x, loss=loss, epochs=2, seed=0, perturb=0.2, progress=False)
+        assert not s.training and len(s.distill_history_) == 2
+    for target in ('standard', lambda b: standard_predict(teacher, b)):
+        distill(teacher, nn.Linear(3, 3), x, epochs=1, target=target, progress=False)
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in state.items())
+    assert [m.training for m in teacher.modules()] == flags
+    a = distill(teacher, copy.deepcopy(teacher), x, epochs=2, seed=5, progress=False)
+    b = distill(teacher, copy.deepcopy(teacher), x, epochs=2, seed=5, progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))   # reproducible with a seed
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=32)
+    distill(teacher, nn.Linear(3, 3), loader, epochs=2, progress=False)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(teacher=nn.Linear(3, 3)), 'no dropout'),
+    (dict(unlabelled=torch.zeros(0, 3)), 'no inputs'),
+    (dict(unlabelled=[]), 'no inputs'),
+    (dict(student=nn.Linear(3, 5)), 'shape'),
+    (dict(loss='hinge'), 'loss'),
+    (dict(perturb=-0.1), 'perturb'),
+    (dict(perturb=1.0), 'perturb'),
+    (dict(epochs=0), 'epochs'),
+    (dict(lr=-1.0), 'lr'),
+    (dict(batch_size=0), 'batch_size'),
+    (dict(target='nope'), 'target'),
+    (dict(output='raw'), "output='probs'"),
+    (dict(unlabelled=iter([torch.zeros(2, 3)]), epochs=2), 'one-shot'),
+])
+def test_distill_rejects_bad_input(kwargs, match):
+    teacher = random_teacher(1, 3, (4,), 3, (0.5,), nn.ReLU, torch.float32)
+    args = dict(teacher=teacher, student=copy.deepcopy(teacher), unlabelled=torch.randn(16, 3), epochs=1,
+                progress=False)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        distill(**args)
+
+
+def test_tiny_digits_pipeline_runs():
+    data = digits_split(0)
+    torch.manual_seed(0)
+    teacher = small_convnet()
+    res, student = digits_distillation(data, teacher, quick=True, seed=0, epochs=1, n_mc=3)
+    assert set(res) >= {'standard', 'mc', 'distilled', 'recovered_error'}
+    costs = inference_costs(teacher, student, data['test'][0][:50], n_mc=3, repeats=1)
+    assert set(costs) == {'standard', 'mc-3', 'distilled'} and all(v > 0 for v in costs.values())
+
+
+@pytest.mark.parametrize('dropout, n', [('last', 1), ('all', 3)])
+def test_lenet_shapes(dropout, n):
+    net = lenet(dropout)
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert sum(isinstance(m, nn.Dropout) for m in net.modules()) == n
+    with pytest.raises(ValueError):
+        lenet('first')
+
+
+@pytest.mark.parametrize('returns', ['logits', 'probs', 'pair'])
+def test_moments_target_hook(monkeypatch, returns):
+    """`target='moments'` calls `fastdropout_nb.nn.moment_propagation(teacher)`; a stand-in checks the plumbing
+    (probabilities used as they are, mean logits or a (mean, var) pair turned into probabilities)."""
+    teacher = random_teacher(1, 3, (4,), 3, (0.5,), nn.ReLU, torch.float32)
+    seen = []
+
+    def moment_propagation(model):
+        assert model is teacher
+
+        def forward(x):
+            seen.append(len(x))
+            with dropout_mode(model, sample=False):
+                out = model(x)
+            if returns == 'probs': return out.softmax(1)
+            return (out, torch.zeros_like(out)) if returns == 'pair' else out
+        return forward
+    monkeypatch.setitem(sys.modules, 'fastdropout_nb.nn', types.SimpleNamespace(moment_propagation=moment_propagation))
+    x = torch.randn(64, 3)
+
+    def student():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3))
+    s = distill(teacher, student(), x, target='moments', epochs=3, lr=1e-2, seed=0, progress=False)
+    ref = distill(teacher, student(), x, target=lambda b: standard_predict(teacher, b), epochs=3, lr=1e-2, seed=0,
+                  progress=False)
+    assert seen and s.distill_history_[-1]['loss'] < s.distill_history_[0]['loss']
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(s.parameters(), ref.parameters()))
+
+
+def test_moments_target_missing_module_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'fastdropout_nb.nn', None)   # import fails
+    teacher = random_teacher(1, 3, (4,), 3, (0.5,), nn.ReLU, torch.float32)
+    with pytest.raises(ValueError, match='moment_propagation'):
+        distill(teacher, copy.deepcopy(teacher), torch.randn(8, 3), target='moments', epochs=1, progress=False)
