@@ -8,6 +8,7 @@ Modules:
 - `fastdropout_nb.experiments`: The papers' published numbers, written down once; each table of ours computed cell by cell, saved atomically, and rendered beside the paper's.
 - `fastdropout_nb.gaussian`: The exact mean and variance of the dropout sum Y = Σᵢ wᵢ xᵢ zᵢ, for dense, sparse and torch inputs; the central limit theorem that turns Y into a Gaussian, and a measured map of where that approximation fails.
 - `fastdropout_nb.moments`: Mean and variance of sigmoid, log-sigmoid, tanh, ReLU and softmax of a Gaussian input, exact where possible and approximated in closed form otherwise, each with its error measured against quadrature.
+- `fastdropout_nb.nn`: Moment-propagating PyTorch layers (`FastDropoutLinear`, `MomentReLU`/`Sigmoid`/`Tanh`), the three fast-dropout losses, `FastDropoutMLP`, and `moment_propagation`, which turns an ordinary trained dropout net into a deterministic predictor of its Monte Carlo-averaged output.
 - `fastdropout_nb.testing`: Hypothesis profiles, Monte Carlo tolerances derived from standard errors, exact enumeration of dropout masks, and adaptive quadrature for 1-D Gaussian expectations."""
 
 __version__ = "0.1.0"

@@ -1,0 +1,44 @@
+"""MNIST 784-1200-1200-10: plain, MC dropout, fast dropout and fast dropout + Var, beside the paper.
+
+Runs `fastdropout_nb.nn.mnist_experiment` for each kind and writes one JSON file with every result
+(test errors of 10 000; for the MC-dropout net also standard, MC-100 and moment-propagation
+inference), the settings, the device and the paper's numbers. Checkpoints let a long run resume.
+
+Full run (for a GPU; the paper's table): python benchmarks/mnist_nn.py --epochs 300 --out reports/mnist_nn.json
+Reduced CPU run (committed): python benchmarks/mnist_nn.py --epochs 1 --threads 1 --out reports/mnist_nn_reduced.json
+"""
+import argparse
+import json
+import time
+
+import torch
+
+from fastdropout_nb.nn import PAPER_MNIST_ERRORS, mnist_experiment, mnist_tensors
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--data-dir', default='../shared/data')
+    ap.add_argument('--epochs', type=int, default=300)
+    ap.add_argument('--n-train', type=int, default=None)
+    ap.add_argument('--kinds', nargs='*', default=list(PAPER_MNIST_ERRORS))
+    ap.add_argument('--checkpoint-dir', default=None)
+    ap.add_argument('--threads', type=int, default=None)
+    ap.add_argument('--out', required=True)
+    a = ap.parse_args(argv)
+    if a.threads: torch.set_num_threads(a.threads)
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    data = mnist_tensors(a.data_dir, a.n_train, device)
+    results = {}
+    for kind in a.kinds:
+        t0 = time.time()
+        ck = f'{a.checkpoint_dir}/mnist_{kind}.pt' if a.checkpoint_dir else None
+        results[kind] = r = mnist_experiment(kind, epochs=a.epochs, data=data, device=device, checkpoint=ck)
+        r['total_seconds'] = time.time() - t0
+        print(f"{kind:17s} test errors {r['test_errors']} of {r['n_test']} (paper {r['paper']}), {r['epochs']} epochs, "
+              f"{r['train_seconds']:.0f} s training", flush=True)
+        with open(a.out, 'w') as f: json.dump(results, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
