@@ -14,7 +14,7 @@ from torch import nn
 
 from fastdropout_nb.distill import (check_bregman_constant, check_convex_bound, digits_distillation, digits_split,
                                     distill, dropout_mode, enumerate_dropout, exact_objectives, exact_predict,
-                                    inference_costs, jensen_gap, kl_loss, l1_loss, lenet, mc_predict, neg_entropy,
+                                    inference_costs, jensen_gap, kl_loss, l1_loss, lenet, mc_predict, moment_teacher, neg_entropy,
                                     random_students, random_teacher, small_convnet, sq_loss, sq_norm,
                                     standard_predict)
 from fastdropout_nb.testing import assert_mc_close
@@ -169,34 +169,27 @@ def test_lenet_shapes(dropout, n):
         lenet('first')
 
 
-@pytest.mark.parametrize('returns', ['logits', 'probs', 'pair'])
-def test_moments_target_hook(monkeypatch, returns):
-    """`target='moments'` calls `fastdropout_nb.nn.moment_propagation(teacher)`; a stand-in checks the plumbing
-    (probabilities used as they are, mean logits or a (mean, var) pair turned into probabilities)."""
-    teacher = random_teacher(1, 3, (4,), 3, (0.5,), nn.ReLU, torch.float32)
-    seen = []
-
-    def moment_propagation(model):
-        assert model is teacher
-
-        def forward(x):
-            seen.append(len(x))
-            with dropout_mode(model, sample=False):
-                out = model(x)
-            if returns == 'probs': return out.softmax(1)
-            return (out, torch.zeros_like(out)) if returns == 'pair' else out
-        return forward
-    monkeypatch.setitem(sys.modules, 'fastdropout_nb.nn', types.SimpleNamespace(moment_propagation=moment_propagation))
-    x = torch.randn(64, 3)
+def test_moments_target_is_moment_propagation():
+    """`target='moments'` distils from `fastdropout_nb.nn.moment_propagation(teacher, output='softmax')`; with
+    dropout rate 0 that deterministic teacher is the standard prediction exactly."""
+    from fastdropout_nb.nn import moment_propagation
+    teacher = random_teacher(1, 3, (4,), 3, (0.5,), nn.ReLU, torch.float64)
+    x = torch.randn(64, 3, dtype=torch.float64)
+    mp = moment_propagation(teacher, output='softmax')
+    with torch.no_grad(): assert torch.equal(moment_teacher(teacher)(x), mp(x))
 
     def student():
         torch.manual_seed(0)
-        return nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3))
+        return nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3)).double()
     s = distill(teacher, student(), x, target='moments', epochs=3, lr=1e-2, seed=0, progress=False)
-    ref = distill(teacher, student(), x, target=lambda b: standard_predict(teacher, b), epochs=3, lr=1e-2, seed=0,
-                  progress=False)
-    assert seen and s.distill_history_[-1]['loss'] < s.distill_history_[0]['loss']
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(s.parameters(), ref.parameters()))
+    ref = distill(teacher, student(), x, target=lambda b: mp(b).detach(), epochs=3, lr=1e-2, seed=0, progress=False)
+    assert s.distill_history_[-1]['loss'] < s.distill_history_[0]['loss']
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(s.parameters(), ref.parameters()))
+
+    no_drop = copy.deepcopy(teacher)
+    for m in no_drop.modules():
+        if isinstance(m, nn.Dropout): m.p = 0.0
+    torch.testing.assert_close(moment_teacher(no_drop)(x), standard_predict(no_drop, x), rtol=1e-12, atol=1e-14)
 
 
 def test_moments_target_missing_module_is_a_clear_error(monkeypatch):
