@@ -3,10 +3,12 @@
 Modules:
 
 - `fastdropout_nb.arrays`: One small helper decides whether a computation runs in NumPy or in torch, and a handful of checks turn bad input into a `ValueError` that names the argument.
+- `fastdropout_nb.bayes`: Fast dropout's objective is exactly the expected log-likelihood under multiplicative Gaussian weight noise with α = p/(1−p), hence a lower bound (an ELBO) on that model's evidence; and the appendix's regularisation by individual informativeness, a per-feature L2 penalty.
 - `fastdropout_nb.data`: Every data set of the papers' tables, found in one data directory, verified against a sha256 registry before use, downloaded (atomically) when missing, and turned into the binarised unigram + bigram features that NBSVM and fast dropout use.
 - `fastdropout_nb.distill`: The ideal dropout predictor, why weight scaling is only a heuristic, Monte Carlo dropout, and dropout distillation (Bulò, Porzi & Kontschieder 2016) with Theorem 1 proved and checked exactly.
 - `fastdropout_nb.experiments`: The papers' published numbers, written down once; each table of ours computed cell by cell, saved atomically, and rendered beside the paper's.
 - `fastdropout_nb.gaussian`: The exact mean and variance of the dropout sum Y = Σᵢ wᵢ xᵢ zᵢ, for dense, sparse and torch inputs; the central limit theorem that turns Y into a Gaussian, and a measured map of where that approximation fails.
+- `fastdropout_nb.logistic`: The objective that dropout training of logistic regression implies, its Gaussian, quadrature and closed-form approximations with their gradients checked against every dropout mask, the multinomial case, and a scikit-learn estimator.
 - `fastdropout_nb.moments`: Mean and variance of sigmoid, log-sigmoid, tanh, ReLU and softmax of a Gaussian input, exact where possible and approximated in closed form otherwise, each with its error measured against quadrature.
 - `fastdropout_nb.nn`: Moment-propagating PyTorch layers (`FastDropoutLinear`, `MomentReLU`/`Sigmoid`/`Tanh`), the three fast-dropout losses, `FastDropoutMLP`, and `moment_propagation`, which turns an ordinary trained dropout net into a deterministic predictor of its Monte Carlo-averaged output.
 - `fastdropout_nb.testing`: Hypothesis profiles, Monte Carlo tolerances derived from standard errors, exact enumeration of dropout masks, and adaptive quadrature for 1-D Gaussian expectations."""
