@@ -108,3 +108,47 @@ def test_the_fuzz_check_can_fail():
     with pytest.raises(RuntimeWarning): call(lambda mu, var: np.exp(np.asarray(1e4)), ARGS, 1.0, 1.0)
     with pytest.raises(AssertionError, match='does not name'):
         call(lambda mu, var: float('x'), ARGS, 1.0, 1.0)
+
+
+# --- the estimator and the PyTorch modules -------------------------------------------------------------------
+
+from fastdropout_nb import nn as N  # noqa: E402
+from fastdropout_nb.logistic import FastDropoutLogisticRegression  # noqa: E402
+
+MODULES = {'FastDropoutLinear': N.FastDropoutLinear(3, 2, 0.5, dtype=torch.float64), 'MomentReLU': N.MomentReLU(),
+           'MomentSigmoid': N.MomentSigmoid(), 'MomentTanh': N.MomentTanh()}
+
+
+def _tensor(a):
+    "NumPy numeric arrays become tensors (the modules take tensors); anything else is passed as it is."
+    return torch.as_tensor(a) if isinstance(a, np.ndarray) and a.dtype.kind in 'biuf' else a
+
+
+@pytest.mark.parametrize('name', MODULES)
+@given(data=st.data())
+def test_nn_modules_fuzz(name, data):
+    shape = data.draw(st.sampled_from([(), (3,), (2, 3), (4, 3), (2, 4)]))
+    mean, var = data.draw(arrays(shape=shape)), data.draw(st.one_of(st.none(), arrays(shape=shape, nonneg=True)))
+    x = _tensor(mean) if var is None else (_tensor(mean), _tensor(var))
+    with torch.no_grad():
+        call(MODULES[name], ('mean', 'var', 'input', 'moment pair'), x)
+
+
+@given(p=st.one_of(st.floats(-1, 2), st.just(float('nan')), st.none(), st.text(max_size=3)))
+def test_nn_rates_fuzz(p):
+    call(lambda p, _: N.FastDropoutLinear(3, 2, p)(torch.zeros(1, 3)), ('p',), p, None)
+
+
+LR_NAMES = ('X', 'y', 'p', 'array', 'sample', 'class', 'feature')
+
+
+@settings(deadline=None)
+@given(X=arrays(shape=(6, 3)), y=st.sampled_from([np.array([0, 1] * 3), np.zeros(6), np.array([0, 1, 2] * 2),
+                                                   np.array([0, 1, 0]), np.array([0.0, np.nan] * 3)]),
+       p=st.one_of(st.floats(-0.5, 1.5), st.just(0.5)), sparse=st.booleans())
+def test_logistic_regression_fuzz(X, y, p, sparse):
+    if sparse and isinstance(X, np.ndarray) and X.dtype.kind == 'f' and X.ndim == 2: X = sp.csr_matrix(X)
+    est = FastDropoutLogisticRegression(p=p, max_iter=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)           # ConvergenceWarning after 5 iterations is expected
+        call(lambda X, y: est.fit(X, y).predict_proba(X), LR_NAMES, X, y)
