@@ -264,6 +264,94 @@ def test_sparse_input_is_never_densified(monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------
+# the estimator's prepared objective and its per-feature penalty
+
+def estimator_objective_matches_functions(est, X, y, rng):
+    "The estimator's `(value, gradient)` equals `dropout_loglik`'s at the raw weights `coef/q`, plus the penalty."
+    fun, size = est._objective(X, y.astype(float), 2)
+    theta = rng.normal(size=size); q = 1 - est._p
+    L, gw, gb = dropout_loglik(X, y, theta[:-1] / q, est._p, theta[-1], est.method)
+    value, grad = fun(theta)
+    n = X.shape[0]
+    assert np.isclose(value, (-L + 0.5 / est.C * np.sum(theta[:-1] ** 2)) / n, rtol=1e-11), (value, L)
+    assert np.allclose(grad, np.r_[-gw / q + theta[:-1] / est.C, -gb] / n, rtol=1e-9, atol=1e-13)
+
+
+@given(seed=st.integers(0, 10_000), m=st.integers(1, 12), p=st.floats(0.0, 0.9), binary=st.booleans(),
+       sparse=st.booleans(), method=st.sampled_from(['closed_form', 'quadrature', 'none']))
+@settings(max_examples=30)
+def test_prepared_objective_matches_the_functions(seed, m, p, binary, sparse, method):
+    rng = np.random.default_rng(seed)
+    X = rng.random((30, m)) * (rng.random((30, m)) < 0.4)
+    if binary: X = (X > 0).astype(float)
+    y = rng.integers(0, 2, 30)
+    estimator_objective_matches_functions(FastDropoutLogisticRegression(method=method, p=p, C=1.7),
+                                          sp.csr_matrix(X) if sparse else X, y, rng)
+
+
+class _BinaryShortcutForAll(FastDropoutLogisticRegression):
+    "Broken: takes X² = X for every input, binary or not."
+    def _objective(self, X, y, k, c=None):
+        import fastdropout_nb.logistic as L
+        orig = L._prepared
+        L._prepared = lambda X: (X, X, X.T.tocsr() if sp.issparse(X) else X.T, X.T.tocsr() if sp.issparse(X) else X.T)
+        try: return super()._objective(X, y, k, c)
+        finally: L._prepared = orig
+
+
+def test_prepared_objective_check_can_fail():
+    rng = np.random.default_rng(0)
+    X = rng.random((30, 6)) * 2; y = rng.integers(0, 2, 30)
+    with pytest.raises(AssertionError):
+        estimator_objective_matches_functions(_BinaryShortcutForAll(p=0.5), sp.csr_matrix(X), y, rng)
+
+
+@given(seed=st.integers(0, 1000), method=st.sampled_from(['closed_form', 'none']))
+@settings(max_examples=8)
+def test_feature_penalty_equals_rescaled_features(seed, method):
+    from fastdropout_nb.bayes import InformativenessScaler, informativeness_penalty
+    rng = np.random.default_rng(seed)
+    X = (rng.random((120, 15)) < 0.25).astype(float)
+    y = (X[:, 0] - X[:, 1] + 0.5 * rng.normal(size=120) > 0).astype(int)
+    if len(np.unique(y)) < 2: y[:2] = [0, 1]
+    kw = dict(method=method, p=0.5, C=3.0, tol=1e-10, max_iter=2000)
+    opt = FastDropoutLogisticRegression(feature_penalty='informativeness', **kw).fit(sp.csr_matrix(X), y)
+    sc = InformativenessScaler().fit(X, y)
+    ref = FastDropoutLogisticRegression(**kw).fit(sc.transform(sp.csr_matrix(X)), y)
+    c = informativeness_penalty(X, y)
+    assert np.allclose(opt.feature_penalty_, c)
+    assert np.allclose(opt.coef_[0], ref.coef_[0] * sc.scale_, atol=1e-5)
+    # an explicit array and a callable give the same fit; uniform factors give the ordinary estimator
+    arr = FastDropoutLogisticRegression(feature_penalty=c, **kw).fit(X, y)
+    fn = FastDropoutLogisticRegression(feature_penalty=lambda X, y: informativeness_penalty(X, y), **kw).fit(X, y)
+    assert np.allclose(arr.coef_, opt.coef_, atol=1e-6) and np.allclose(fn.coef_, opt.coef_, atol=1e-6)
+    one = FastDropoutLogisticRegression(feature_penalty=np.full(15, 2.0), **kw).fit(X, y)
+    half_c = FastDropoutLogisticRegression(**{**kw, 'C': kw['C'] / 2}).fit(X, y)
+    assert np.allclose(one.coef_, half_c.coef_, atol=1e-6)
+
+
+def test_informativeness_is_one_vs_rest_per_class():
+    from fastdropout_nb.bayes import informativeness_penalty
+    rng = np.random.default_rng(1)
+    X = (rng.random((90, 5)) < 0.3).astype(float); y = rng.integers(0, 3, 90)
+    c = informativeness_penalty(sp.csr_matrix(X), y)
+    for i in range(3):
+        for j in range(5):
+            a = (X[y == i, j].sum() + 1) / ((y == i).sum() + 2); b = (X[y != i, j].sum() + 1) / ((y != i).sum() + 2)
+            assert np.isclose(c[i, j], 1 / (abs(np.log(a / b)) + 1))
+    est = FastDropoutLogisticRegression(feature_penalty='informativeness').fit(X, y)
+    assert est.feature_penalty_.shape == (3, 5) and est.coef_.shape == (3, 5)
+
+
+@pytest.mark.parametrize('bad', ['nbsvm', np.ones(4), -np.ones(7), np.full(7, np.nan), np.ones((2, 7)), 3.0,
+                                 lambda X, y: np.ones(3)])
+def test_bad_feature_penalty_raises_value_error(bad):
+    X, y = _data(5)
+    with pytest.raises(ValueError, match='feature_penalty'):
+        FastDropoutLogisticRegression(feature_penalty=bad).fit(X, y)
+
+
+# ----------------------------------------------------------------------------------------------
 # bad input
 
 @pytest.mark.parametrize('method', list(METHODS))
@@ -297,7 +385,8 @@ SKIPPED_BY_SKLEARN = {'check_array_api_input', 'check_classifier_data_not_an_arr
 @pytest.mark.parametrize('kw', [dict(method='closed_form'), dict(method='quadrature'), dict(method='none'),
                                 dict(method='gaussian', random_state=0, n_samples=10),
                                 dict(method='mc', random_state=0, n_samples=10),
-                                dict(method='closed_form', prediction='averaged')], ids=str)
+                                dict(method='closed_form', prediction='averaged'),
+                                dict(method='none', feature_penalty='informativeness')], ids=str)
 def test_check_estimator(kw):
     from sklearn.utils.estimator_checks import check_estimator
     with warnings.catch_warnings():
