@@ -146,7 +146,7 @@ def run_one(kind, rates, lr, data, task, n_out, epochs, batch, seed, y_scale):
             out[state['epoch']] = tuple(score(m, X, y, task, n_out, y_scale) for X, y in ((Xva, yva), (Xte, yte), (Xtr, ytr)))
         return {}
     train_mlp(model, Xtr, ytr, epochs, lr=lr, batch_size=batch, momentum=0.9, loss_fn=loss_for(kind, task, n_out),
-              seed=seed, evaluate=evaluate, progress=False)
+              seed=seed, evaluate=evaluate, progress=None)
     return out
 
 

@@ -81,7 +81,7 @@ def main(argv=None):
     for kind in KINDS:
         model = make_mnist_model(kind).to(device)
         method = 'moment' if kind.startswith('fast') else 'standard'
-        hist = train_mlp(model, Xtr, ytr, a.max_epochs, progress=False,
+        hist = train_mlp(model, Xtr, ytr, a.max_epochs, progress=None,
                          evaluate=lambda m: dict(error=count_errors(m, Xte, yte, method=method) / len(yte)),
                          until=lambda r: r['error'] <= a.target)
         secs = sorted(r['seconds'] for r in hist); per_epoch[kind] = secs[len(secs) // 2]; models[kind] = model
