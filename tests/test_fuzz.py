@@ -152,3 +152,47 @@ def test_logistic_regression_fuzz(X, y, p, sparse):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)           # ConvergenceWarning after 5 iterations is expected
         call(lambda X, y: est.fit(X, y).predict_proba(X), LR_NAMES, X, y)
+
+
+# --- the distillation entry points ------------------------------------------------------------------------------
+
+from torch import nn as tnn  # noqa: E402
+from fastdropout_nb import distill as DI  # noqa: E402
+
+torch.manual_seed(0)
+_TEACHER = tnn.Sequential(tnn.Linear(3, 5), tnn.ReLU(), tnn.Dropout(0.5), tnn.Linear(5, 2)).double()
+DISTILL_NAMES = ('x', 'unlabelled', 'n_samples', 'batch_size', 'output', 'epochs', 'lr', 'perturb', 'model')
+
+
+def _distill_input(a):
+    "float64 NumPy arrays as float64 tensors (the teacher's dtype) most of the time; the rest as drawn."
+    if isinstance(a, np.ndarray) and a.dtype.kind in 'biuf': return torch.as_tensor(a)
+    return a
+
+
+@settings(deadline=None, max_examples=60)
+@given(data=st.data(), which=st.sampled_from(['standard', 'mc', 'exact', 'distill']))
+def test_distill_entry_points_fuzz(data, which):
+    x = _distill_input(data.draw(arrays(shape=data.draw(st.sampled_from([(4, 3), (2, 3), (3,), (4, 2), (1, 3)])))))
+    if which == 'standard':
+        bs = data.draw(st.sampled_from([None, 2, 0, -1, 2.5, 'x']))
+        call(lambda x, bs: DI.standard_predict(_TEACHER, x, batch_size=bs), DISTILL_NAMES, x, bs)
+    elif which == 'mc':
+        n = data.draw(st.sampled_from([3, 0, -2, 2.5, None, True]))
+        call(lambda x, n: DI.mc_predict(_TEACHER, x, n_samples=n, seed=0), DISTILL_NAMES, x, n)
+    elif which == 'exact':
+        out = data.draw(st.sampled_from(['probs', 'raw', 'logits']))
+        call(lambda x, out: DI.exact_predict(_TEACHER, x, output=out), DISTILL_NAMES, x, out)
+    else:
+        epochs, lr = data.draw(st.sampled_from([1, 0, 2.0])), data.draw(st.sampled_from([1e-2, 0.0, float('nan'), -1.0]))
+        student = tnn.Linear(3, 2).double()
+        call(lambda x, e: DI.distill(_TEACHER, student, x, epochs=e, lr=lr, progress=False)(torch.zeros(1, 3, dtype=torch.float64)),
+             DISTILL_NAMES, x, epochs)
+
+
+def test_distill_rejects_a_model_that_cannot_take_the_input():
+    with pytest.raises(ValueError, match='failed on x'): DI.standard_predict(_TEACHER, torch.zeros(2, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match='dtype'): DI.mc_predict(_TEACHER, torch.zeros(2, 3), n_samples=2)
+    with pytest.raises(ValueError, match='unlabelled'): DI.distill(_TEACHER, tnn.Linear(3, 2).double(), None, epochs=1)
+    with pytest.raises(ValueError, match='unlabelled batch'):
+        DI.distill(_TEACHER, tnn.Linear(3, 2).double(), [torch.zeros(2, 3)], epochs=1, progress=False)
