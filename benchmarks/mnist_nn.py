@@ -5,7 +5,7 @@ Runs `fastdropout_nb.nn.mnist_experiment` for each kind and writes one JSON file
 inference), the settings, the device and the paper's numbers. Checkpoints let a long run resume.
 
 Full run (for a GPU; the paper's table): python benchmarks/mnist_nn.py --epochs 300 --out reports/mnist_nn.json
-Reduced CPU run (committed): python benchmarks/mnist_nn.py --epochs 1 --threads 1 --out reports/mnist_nn_reduced.json
+Reduced CPU run (committed; about 35 min on one thread): python benchmarks/mnist_nn.py --epochs 20 --threads 1 --out reports/mnist_nn_20epochs.json
 """
 import argparse
 import json
