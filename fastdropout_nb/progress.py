@@ -35,13 +35,15 @@ class ProgressBar:
     """`desc  40% [########------------] 4/10  12.3s<18.4s  info`, redrawn in place on `stream` (standard error)
     when `progress_enabled`; does nothing otherwise. `total=None` counts without a bar. Use as a context manager,
     or call `close()`; `write(fn, msg)` prints a line (by `fn`) above the bar."""
-    def __init__(self, total=None, desc='', stream=None, enabled=None, width=24, min_interval=0.1):
+    def __init__(self, total=None, desc='', stream=None, enabled=None, width=24, min_interval=0.1, unit='', scale=1):
         if total is not None:
             try: n = operator.index(total)
             except TypeError: n = -1
             if n < 0: raise ValueError(f"total must be an integer >= 0 or None; got {total!r}")
             total = n
+        if not (isinstance(scale, (int, float)) and scale > 0): raise ValueError(f"scale must be a number > 0; got {scale!r}")
         self.total, self.desc, self.width, self.min_interval = total, desc, width, min_interval
+        self.unit, self.scale = unit, scale
         self.stream = sys.stderr if stream is None else stream
         self.enabled = progress_enabled(self.stream, enabled)
         self.n, self.info, self.t0, self._last, self._shown = 0, '', time.perf_counter(), -1.0, 0
@@ -52,9 +54,14 @@ class ProgressBar:
         if self.total:
             f = min(self.n / self.total, 1.0); k = int(round(f * self.width))
             eta = f'<{_fmt_secs(el * (self.total - self.n) / self.n)}' if 0 < self.n < self.total else ''
-            s = f'{self.desc}  {100 * f:3.0f}% [{"#" * k}{"-" * (self.width - k)}] {self.n}/{self.total}  {_fmt_secs(el)}{eta}'
-        else: s = f'{self.desc}  {self.n}  {_fmt_secs(el)}'
+            s = (f'{self.desc}  {100 * f:3.0f}% [{"#" * k}{"-" * (self.width - k)}] {self._count(self.n)}/{self._count(self.total)}'
+                 f'{self._unit}  {_fmt_secs(el)}{eta}')
+        else: s = f'{self.desc}  {self._count(self.n)}{self._unit}  {_fmt_secs(el)}'
         return s + (f'  {self.info}' if self.info else '')
+
+    def _count(self, x): return str(x) if self.scale == 1 else f'{x / self.scale:.1f}'
+    @property
+    def _unit(self): return f' {self.unit}' if self.unit else ''
 
     def _draw(self, force=False):
         if not self.enabled: return

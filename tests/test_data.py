@@ -254,6 +254,23 @@ def test_images_and_uci():
     assert cpu.X.shape == (209, 6) and cpu.y[0] == 198 and cpu.meta['vendor'][0] == 'adviser'
     so = D.load_uci('soybean', SHARED, download=False)
     assert so.X.shape == (683, 35) and len(so.classes) == 19 and np.bincount(so.y).max() == 92
+    ctg = D.load_uci('cardio', SHARED, download=False)
+    assert ctg.X.shape == (2126, 21) and np.bincount(ctg.y).tolist() == [1655, 295, 176] and ctg.feature_names[0] == 'LB'
+    assert ctg.X[0, 0] == 120.0 and ctg.X[1, 1] == 4 / (632 - 5)     # LB, and AC per second = 4 accelerations / (e - b)
+
+def test_cardio_reader_refuses_other_files(tmp_path, monkeypatch):
+    "A file that is not the CTG workbook is a ValueError naming cardio; so are record counts other than the published."
+    path = tmp_path / D.REGISTRY['cardio'].files[0][0]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b'not an Excel file' * 100)
+    with pytest.raises(ValueError, match=r'cardio: cannot read sheet "Data"'): D._read_cardio(tmp_path)
+    if HAVE_SHARED:                                   # the real workbook against altered expectations: counts are checked
+        shutil.copyfile(SHARED / 'uci/cardiotocography/CTG.xls', path)
+        assert len(D._read_cardio(tmp_path)) == 2126
+        spec = D.REGISTRY['cardio']
+        monkeypatch.setitem(D.REGISTRY, 'cardio', dataclasses.replace(spec, counts=spec.counts[:2] + (('suspect', 296),)))
+        with pytest.raises(ValueError, match='cardio: wrong record counts.*suspect: expected 296, found 295'):
+            D._read_cardio(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,6 +297,22 @@ def test_textdataset_validation():
 # ---------------------------------------------------------------------------------------------
 # fetch: mirror downloads, corruption, offline
 
+def test_download_and_read_bars(www, tmp_path, monkeypatch, capsys):
+    "Downloads draw a bar over their bytes (one file) or over their files (several); reading a tarball, over its bytes."
+    monkeypatch.setenv('FASTDROPOUT_PROGRESS', '1')
+    D.fetch('USPS', tmp_path, base_url=www['good'])
+    err = capsys.readouterr().err
+    assert '\r' in err and 'download USPS.mat' in err and '100%' in err and ' MB' in err, err[-500:]
+    D.fetch('CR', tmp_path, base_url=www['good'])
+    err = capsys.readouterr().err
+    assert 'download CR' in err and '2/2' in err, err[-500:]
+    D.load_rt2k(SHARED, download=False)
+    err = capsys.readouterr().err
+    assert 'read RT-2k' in err and '100%' in err and ' MB' in err, err[-500:]
+    monkeypatch.setenv('FASTDROPOUT_PROGRESS', '0')
+    D.fetch('MPQA', tmp_path, base_url=www['good']); D.load_rt2k(SHARED, download=False)
+    assert capsys.readouterr().err == ''
+
 def test_offline_messages(tmp_path):
     with pytest.raises(FileNotFoundError) as e: D.fetch('CR', tmp_path, download=False)
     msg = str(e.value)
@@ -290,7 +323,7 @@ def test_offline_messages(tmp_path):
     with pytest.raises(FileNotFoundError, match=r'4 folders|athr/20news-bydate-test/alt\.atheism'):
         D.fetch('AthR', tmp_path, download=False)
 
-@pytest.mark.parametrize('name', ['MPQA', 'RTs', 'subj', 'CR', 'AthR-mat', 'hepatitis', 'liver', 'housing', 'CPU', 'soybean', 'USPS'])
+@pytest.mark.parametrize('name', ['MPQA', 'RTs', 'subj', 'CR', 'AthR-mat', 'hepatitis', 'liver', 'housing', 'CPU', 'soybean', 'USPS', 'cardio'])
 def test_mirror_download(www, tmp_path, name):
     folder = D.fetch(name, tmp_path, base_url=www['good'])
     assert folder == tmp_path / D.REGISTRY[name].folder and D.verify(name, tmp_path) == []
