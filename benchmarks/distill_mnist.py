@@ -7,7 +7,9 @@ at probability 0.2 for 20 + 10 epochs; test error of standard, MC-100 and distil
 this script runs one network at a time, for a CPU session or a single GPU job.
 
 Usage: python benchmarks/distill_mnist.py --network last|all [--seed 0] [--mc-repeats 5] [--threads N]
-                                          [--data-dir D] --out reports/distill_mnist_lenet_seed0.json
+                                          [--data-dir D] [--checkpoint-dir C] --out reports/distill_mnist_lenet_seed0.json
+With --checkpoint-dir, the teacher's training and the distillation write a checkpoint after every epoch
+and a rerun of the same command resumes from it (same numbers as an uninterrupted run).
 """
 import argparse
 import json
@@ -27,11 +29,13 @@ def main(argv=None):
     ap.add_argument('--mc-repeats', type=int, default=5)
     ap.add_argument('--threads', type=int, default=None)
     ap.add_argument('--data-dir', default=None)
+    ap.add_argument('--checkpoint-dir', default=None, help='checkpoint every epoch here and resume from it')
     ap.add_argument('--out', required=True)
     a = ap.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
     t0 = time.time()
-    r = mnist_table(a.network, quick=False, seed=a.seed, data_dir=a.data_dir, mc_repeats=a.mc_repeats)
+    r = mnist_table(a.network, quick=False, seed=a.seed, data_dir=a.data_dir, mc_repeats=a.mc_repeats,
+                    checkpoint_dir=a.checkpoint_dir)
     r.update(seconds=time.time() - t0, seed=a.seed, mc_repeats=a.mc_repeats, torch=torch.__version__,
              device='cuda' if torch.cuda.is_available() else f'cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)',
              machine=f'{platform.machine()} {platform.system()}', date=time.strftime('%Y-%m-%d'))

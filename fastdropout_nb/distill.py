@@ -7,7 +7,8 @@ Docs: https://fastdropout-nb.github.io/fastdropout_nb/distillation.html.md"""
 
 # %% ../nbs/05_distillation.ipynb #6b958250
 from __future__ import annotations
-import contextlib, copy, math, sys, time
+import contextlib, copy, math, os, sys, time
+from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
@@ -290,9 +291,37 @@ def _make_optimizer(optimizer, params, lr, weight_decay):
     raise ValueError(f"optimizer must be 'adam', 'sgd' or a callable params -> Optimizer; got {optimizer!r}")
 
 # %% ../nbs/05_distillation.ipynb #874b66fc
+def _rng_states(gen, device):
+    s = dict(cpu=torch.get_rng_state(), gen=gen.get_state())
+    if device.type == 'cuda': s['cuda'] = torch.cuda.get_rng_state(device)
+    return s
+
+def _resume(path, settings, model, opt, sched, gen, device):
+    "Restore a run from the checkpoint at `path` (if there is one) written with the same `settings`; return its epoch records."
+    if path is None or not Path(path).exists(): return []
+    state = torch.load(path, map_location='cpu', weights_only=False)
+    if state.get('settings') != settings:
+        raise ValueError(f"checkpoint {path} was written by a run with other settings ({state.get('settings')}, now "
+                         f"{settings}); delete it or pass another checkpoint path")
+    model.load_state_dict(state['model']); opt.load_state_dict(state['optimizer']); sched.load_state_dict(state['scheduler'])
+    torch.set_rng_state(state['rng']['cpu']); gen.set_state(state['rng']['gen'])
+    if 'cuda' in state['rng'] and device.type == 'cuda': torch.cuda.set_rng_state(state['rng']['cuda'], device)
+    return list(state['history'])
+
+def _save_checkpoint(path, settings, model, opt, sched, gen, device, history):
+    "Write the run's state to `path` atomically (temporary file, then rename)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    torch.save(dict(settings=settings, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                    rng=_rng_states(gen, device), history=history), tmp)
+    os.replace(tmp, path)
+
+def _name(x): return x if isinstance(x, str) else 'callable'
+
+# %% ../nbs/05_distillation.ipynb #bf94e74e
 def distill(teacher, student, unlabelled, loss='kl', epochs=10, lr=1e-3, perturb=0.0, batch_size=128,
             target='mc', output='probs', optimizer='adam', weight_decay=0.0, milestones=(), seed=None,
-            progress=None):
+            progress=None, checkpoint=None):
     """Train `student` to match the dropout `teacher`'s ideal predictor on `unlabelled` inputs (Algorithm 2).
 
     `unlabelled`: a tensor of inputs (shuffled each epoch) or a re-iterable of input batches.
@@ -300,6 +329,7 @@ def distill(teacher, student, unlabelled, loss='kl', epochs=10, lr=1e-3, perturb
     `target`: 'mc' (one sampled gate configuration per example per step), 'standard', 'moments' or a callable.
     `perturb`: probability of zeroing each input entry (fresh each step). `milestones`: epochs at which lr /= 10.
     `progress`: None (a bar over the epochs on a terminal), True/False (force it), or a callable receiving each epoch's record.
+    `checkpoint`: a path written after every epoch and resumed from (give a `seed` for a reproducible resume).
     Returns the student in eval mode; its per-epoch records are in `student.distill_history_`."""
     _check_model(teacher, 'teacher'); _check_model(student, 'student'); _check_output(output)
     if not dropout_modules(teacher):
@@ -329,12 +359,17 @@ def distill(teacher, student, unlabelled, loss='kl', epochs=10, lr=1e-3, perturb
     gen = torch.Generator().manual_seed(0 if seed is None else seed)
     device = params[0].device
     report = progress if callable(progress) else None
+    settings = dict(epochs=int(epochs), lr=lr, batch_size=int(batch_size), perturb=perturb, seed=seed, loss=_name(loss),
+                    target=_name(target), output=output, optimizer=_name(optimizer), weight_decay=weight_decay,
+                    milestones=list(milestones), n=len(unlabelled) if torch.is_tensor(unlabelled) else None)
     bar = ProgressBar(int(epochs), 'distill', enabled=False if report is not None else (None if progress is None else bool(progress)))
-    history, checked = [], False
+    checked = False
     flags = [(m, m.training) for m in student.modules()]
     try:
         with seeded(seed, device):
-            for epoch in range(int(epochs)):
+            history = _resume(checkpoint, settings, student, opt, sched, gen, device)
+            if history: bar.update(len(history), info=f"resumed after epoch {len(history)}")
+            for epoch in range(len(history), int(epochs)):
                 student.train()
                 for d in dropout_modules(student): d.eval()
                 t0, total, count = time.perf_counter(), 0.0, 0
@@ -361,6 +396,7 @@ def distill(teacher, student, unlabelled, loss='kl', epochs=10, lr=1e-3, perturb
                 sched.step()
                 rec = dict(epoch=epoch + 1, loss=total / count, seconds=time.perf_counter() - t0)
                 history.append(rec)
+                if checkpoint is not None: _save_checkpoint(checkpoint, settings, student, opt, sched, gen, device, history)
                 if report: report(rec)
                 bar.update(info=f"loss {rec['loss']:.5f}")
     except BaseException:
@@ -396,20 +432,25 @@ def mlp(n_in=64, hidden=(64, 64), n_out=10, p_in=0.2, p=0.5):
     return nn.Sequential(*layers, nn.Linear(d, n_out))
 
 def train_classifier(model, X, y, epochs=100, lr=1e-3, batch_size=64, seed=0, optimizer='adam',
-                     weight_decay=0.0, milestones=()):
-    "Train `model` on labelled (X, y) with cross-entropy (dropout sampling as usual); returns it in eval mode."
+                     weight_decay=0.0, milestones=(), checkpoint=None):
+    "Train `model` on labelled (X, y) with cross-entropy (dropout sampling as usual; `checkpoint` as in `distill`); returns it in eval mode."
     opt = _make_optimizer(optimizer, list(model.parameters()), lr, weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
     gen, device = torch.Generator().manual_seed(seed), next(model.parameters()).device
+    settings = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, optimizer=_name(optimizer),
+                    weight_decay=weight_decay, milestones=list(milestones), n=len(X))
     with seeded(seed, device):
+        history = _resume(checkpoint, settings, model, opt, sched, gen, device)
         model.train()
-        for _ in range(epochs):
-            idx = torch.randperm(len(X), generator=gen)
+        for epoch in range(len(history), epochs):
+            idx, loss = torch.randperm(len(X), generator=gen), torch.tensor(float('nan'))
             for i in range(0, len(X), batch_size):
                 j = idx[i:i + batch_size]
                 loss = F.cross_entropy(model(X[j].to(device)), y[j].to(device))
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
             sched.step()
+            history.append(dict(epoch=epoch + 1, loss=float(loss.detach())))
+            if checkpoint is not None: _save_checkpoint(checkpoint, settings, model, opt, sched, gen, device, history)
     return model.eval()
 
 def scores(probs, y):
@@ -508,8 +549,9 @@ def lenet(dropout='last', p=0.5):
                          nn.Conv2d(20, 50, 5), nn.MaxPool2d(2), *d(dropout == 'all'), nn.Flatten(),
                          nn.Linear(50 * 4 * 4, 500), nn.ReLU(), *d(True), nn.Linear(500, 10))
 
-def mnist_table(dropout='last', quick=False, seed=0, device=None, data_dir=None, n_mc=100, mc_repeats=5):
-    "Standard / MC / distilled test error (%) of LeNet (`dropout='last'`) or LeNetAll ('all') on MNIST, paper protocol."
+def mnist_table(dropout='last', quick=False, seed=0, device=None, data_dir=None, n_mc=100, mc_repeats=5, checkpoint_dir=None):
+    """Standard / MC / distilled test error (%) of LeNet (`dropout='last'`) or LeNetAll ('all') on MNIST, paper protocol;
+    with `checkpoint_dir` the teacher's training and the distillation checkpoint there and resume."""
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     ds = load_mnist(data_dir)
     (Xtr, ytr), (Xte, yte) = ds.train, ds.test
@@ -520,10 +562,11 @@ def mnist_table(dropout='last', quick=False, seed=0, device=None, data_dir=None,
     e1, e2 = (1, 1) if quick else (20, 10)
     torch.manual_seed(seed)
     teacher = lenet(dropout).to(device)
+    ck = lambda part: None if checkpoint_dir is None else Path(checkpoint_dir) / f"mnist-{dropout}-{'quick' if quick else 'full'}-seed{seed}-{part}.pt"
     train_classifier(teacher, Xtr, ytr, epochs=e1 + e2, lr=1e-3, batch_size=64, seed=seed, optimizer='sgd',
-                     weight_decay=5e-4, milestones=(e1,))
+                     weight_decay=5e-4, milestones=(e1,), checkpoint=ck('teacher'))
     student = distill(teacher, copy.deepcopy(teacher), Xtr, loss='kl', epochs=e1 + e2, lr=1e-4, perturb=0.2,
-                      batch_size=64, optimizer='sgd', weight_decay=5e-4, milestones=(e1,), seed=seed)
+                      batch_size=64, optimizer='sgd', weight_decay=5e-4, milestones=(e1,), seed=seed, checkpoint=ck('student'))
     err = lambda probs: scores(probs, yte)['error']
     mc = [err(mc_predict(teacher, Xte, n_mc, seed=seed + r, batch_size=1000)) for r in range(mc_repeats)]
     return dict(network='LeNet' if dropout == 'last' else 'LeNetAll', quick=quick,

@@ -475,7 +475,7 @@ def nn_table(store, quick=True, data_dir=None, seed=0, device='cpu', out='result
         cells = {}
         for kind in NN_KINDS:
             t0 = time.time()
-            ck = Path(out) / f'nn-{mode}' / f'{ds}-{kind}.ckpt' if not quick else None
+            ck = Path(out) / f'nn-{mode}' / f'{ds}-{kind}-{key}.ckpt' if not quick else None   # other code: a fresh start
             cells[kind] = store.cell(f'nn-{mode}', f'{ds}-{kind}', lambda: nn_cell(kind, ds, quick, seed, device, data_dir, ck), key=key)
             e = cells[kind]['test_errors']
             progress(f'  {ds:7s} {kind:17s} test errors {e}   ({time.time() - t0:.1f} s)')
@@ -493,8 +493,8 @@ def nn_table(store, quick=True, data_dir=None, seed=0, device='cpu', out='result
     return '\n'.join(lines)
 
 # %% ../nbs/07_experiments.ipynb #734124cf
-def distill_cells(quick=True, seed=0, device='cpu', data_dir=None):
-    "The distillation table's cells: name -> function computing it."
+def distill_cells(quick=True, seed=0, device='cpu', data_dir=None, checkpoint_dir=None):
+    "The distillation table's cells: name -> function computing it (the MNIST trainings checkpoint in `checkpoint_dir`)."
     import torch
     from fastdropout_nb import distill as Dl
     def digits_mlp():
@@ -516,7 +516,7 @@ def distill_cells(quick=True, seed=0, device='cpu', data_dir=None):
                     recovered=res['recovered_error'])
     def lenet(which):
         def f():
-            r = Dl.mnist_table(which, quick=False, seed=seed, device=device, data_dir=data_dir)
+            r = Dl.mnist_table(which, quick=False, seed=seed, device=device, data_dir=data_dir, checkpoint_dir=checkpoint_dir)
             return dict(setting=f"MNIST {r['network']}", standard=r['standard'], mc=r['mc'], moments=None,
                         distilled=r['distilled'], distilled_moments=None, recovered=None, paper=list(r['paper']))
         return f
@@ -525,14 +525,14 @@ def distill_cells(quick=True, seed=0, device='cpu', data_dir=None):
     if _mnist_present(data_dir): cells.update({'mnist-lenet': lenet('last'), 'mnist-lenetall': lenet('all')})
     return cells
 
-def distill_table(store, quick=True, data_dir=None, seed=0, device='cpu', progress=print):
+def distill_table(store, quick=True, data_dir=None, seed=0, device='cpu', out='results', progress=print):
     "Standard / MC-100 / moment propagation / distilled test error (%) per setting, beside the paper; Markdown."
     from fastdropout_nb import distill as Dl, nn as N, moments
     key, mode = f"{source_fingerprint(Dl, N, moments)}-seed{seed}", 'quick' if quick else 'full'
     f = lambda v: '—' if v is None or v != v else f'{v:.2f}'          # None: not measured; NaN: no standard→MC gap
     lines = ['| setting | standard | MC-100 | moment propagation | distilled | distilled from moments | gap recovered % | paper (std / MC / distilled) |',
              '|---|---|---|---|---|---|---|---|']
-    for name, fn in distill_cells(quick, seed, device, data_dir).items():
+    for name, fn in distill_cells(quick, seed, device, data_dir, Path(out) / f'distill-{mode}' / f'ckpt-{key}').items():
         t0 = time.time()
         r = store.cell(f'distill-{mode}', name, fn, key=key)
         progress(f"  {name:15s} standard {f(r['standard'])}  MC {f(r['mc'])}  distilled {f(r['distilled'])}   ({time.time() - t0:.1f} s)")
@@ -562,7 +562,7 @@ def reproduce(table='all', quick=True, data_dir=None, device='cpu', seed=0, out=
             md = nn_table(store, quick=quick, data_dir=data_dir, seed=seed, device=device, out=out, progress=progress)
             atomic_write_text(out / f'{t}.md', md + '\n')
         elif t == 'distill':
-            md = distill_table(store, quick=quick, data_dir=data_dir, seed=seed, device=device, progress=progress)
+            md = distill_table(store, quick=quick, data_dir=data_dir, seed=seed, device=device, out=out, progress=progress)
             atomic_write_text(out / f'{t}.md', md + '\n')
         else:
             md = core_table(store, quick=quick, seed=seed, progress=progress)

@@ -197,3 +197,48 @@ def test_moments_target_missing_module_is_a_clear_error(monkeypatch):
     teacher = random_teacher(1, 3, (4,), 3, (0.5,), nn.ReLU, torch.float32)
     with pytest.raises(ValueError, match='moment_propagation'):
         distill(teacher, copy.deepcopy(teacher), torch.randn(8, 3), target='moments', epochs=1, progress=False)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after_saving(monkeypatch, n):
+    "Make the module's checkpoint writer raise right after it has written the checkpoint of epoch `n` (a kill then)."
+    import fastdropout_nb.distill as D
+    orig = D._save_checkpoint
+    def save(*args):
+        orig(*args)
+        if len(args[-1]) == n: raise _Stop
+    monkeypatch.setattr(D, '_save_checkpoint', save)
+    return lambda: monkeypatch.setattr(D, '_save_checkpoint', orig)
+
+
+def test_checkpoints_resume_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    "distill and train_classifier stopped after epoch 2 and rerun with the checkpoint end bit-identical to a run never stopped."
+    from fastdropout_nb.distill import mlp, train_classifier
+    teacher = random_teacher(3, 4, (6, 5), 3, (0.5, 0.5), nn.ReLU, torch.float32)
+    x = torch.randn(200, 4)
+    kw = dict(epochs=4, lr=3e-3, batch_size=32, seed=5, perturb=0.1, milestones=(2,), progress=False)
+    whole = distill(teacher, copy.deepcopy(teacher), x, **kw)
+    restore = _stop_after_saving(monkeypatch, 2)
+    with pytest.raises(_Stop): distill(teacher, copy.deepcopy(teacher), x, checkpoint=tmp_path / 's.pt', **kw)
+    restore()
+    resumed = distill(teacher, copy.deepcopy(teacher), x, checkpoint=tmp_path / 's.pt', **kw)
+    assert [r['epoch'] for r in resumed.distill_history_] == [1, 2, 3, 4]
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()): assert torch.equal(a, b)
+    again = distill(teacher, copy.deepcopy(teacher), x, checkpoint=tmp_path / 's.pt', **kw)   # finished: nothing to train
+    for a, b in zip(whole.state_dict().values(), again.state_dict().values()): assert torch.equal(a, b)
+    with pytest.raises(ValueError, match='other settings'):
+        distill(teacher, copy.deepcopy(teacher), x, checkpoint=tmp_path / 's.pt', **{**kw, 'perturb': 0.2})
+
+    y = torch.randint(0, 3, (200,))
+    net = lambda: (torch.manual_seed(0), mlp(4, (8,), 3, p_in=0.2, p=0.5))[1]
+    ckw = dict(epochs=4, seed=1, milestones=(2,), batch_size=32)
+    ref = train_classifier(net(), x, y, **ckw)
+    restore = _stop_after_saving(monkeypatch, 2)
+    with pytest.raises(_Stop): train_classifier(net(), x, y, checkpoint=tmp_path / 't.pt', **ckw)
+    restore()
+    res = train_classifier(net(), x, y, checkpoint=tmp_path / 't.pt', **ckw)
+    for a, b in zip(ref.state_dict().values(), res.state_dict().values()): assert torch.equal(a, b)
+    assert not list(tmp_path.glob('.*.tmp'))                     # atomic writes leave no temporary files
