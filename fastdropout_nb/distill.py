@@ -100,17 +100,20 @@ def standard_predict(model, x, output='probs', batch_size=None):
     with torch.no_grad(), dropout_mode(model, sample=False):
         return torch.cat([to_output(_forward(model, b), output) for b in _batches(x, batch_size)])
 
-def mc_predict(model, x, n_samples=100, output='probs', seed=None, batch_size=None):
-    "MC dropout: the average of `n_samples` sampled nets' outputs (softmax outputs for 'probs')."
+def mc_predict(model, x, n_samples=100, output='probs', seed=None, batch_size=None, progress=None):
+    "MC dropout: the average of `n_samples` sampled nets' outputs (softmax outputs for 'probs'); a bar over the batches on a terminal."
     _check_model(model); _check_output(output); _check_inputs(model, x)
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}")
-    with torch.no_grad(), dropout_mode(model, sample=True), seeded(seed, getattr(x, 'device', None)):
+    batches = _batches(x, batch_size)
+    with torch.no_grad(), dropout_mode(model, sample=True), seeded(seed, getattr(x, 'device', None)), \
+         ProgressBar(len(batches), f'MC-{int(n_samples)} predict', enabled=None if progress is None else bool(progress)) as bar:
         outs = []
-        for b in _batches(x, batch_size):
+        for b in batches:
             acc = to_output(_forward(model, b), output)
             for _ in range(int(n_samples) - 1): acc = acc + to_output(model(b), output)
             outs.append(acc / int(n_samples))
+            bar.update()
         return torch.cat(outs)
 
 # %% ../nbs/05_distillation.ipynb #5eaf6309
@@ -432,15 +435,17 @@ def mlp(n_in=64, hidden=(64, 64), n_out=10, p_in=0.2, p=0.5):
     return nn.Sequential(*layers, nn.Linear(d, n_out))
 
 def train_classifier(model, X, y, epochs=100, lr=1e-3, batch_size=64, seed=0, optimizer='adam',
-                     weight_decay=0.0, milestones=(), checkpoint=None):
-    "Train `model` on labelled (X, y) with cross-entropy (dropout sampling as usual; `checkpoint` as in `distill`); returns it in eval mode."
+                     weight_decay=0.0, milestones=(), checkpoint=None, progress=None):
+    """Train `model` on labelled (X, y) with cross-entropy (dropout sampling as usual); returns it in eval mode.
+    `checkpoint` and `progress` (None: a bar over the epochs on a terminal; True/False: force it) as in `distill`."""
     opt = _make_optimizer(optimizer, list(model.parameters()), lr, weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
     gen, device = torch.Generator().manual_seed(seed), next(model.parameters()).device
     settings = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, optimizer=_name(optimizer),
                     weight_decay=weight_decay, milestones=list(milestones), n=len(X))
-    with seeded(seed, device):
+    with seeded(seed, device), ProgressBar(epochs, 'train', enabled=None if progress is None else bool(progress)) as bar:
         history = _resume(checkpoint, settings, model, opt, sched, gen, device)
+        if history: bar.update(len(history), info=f"resumed after epoch {len(history)}")
         model.train()
         for epoch in range(len(history), epochs):
             idx, loss = torch.randperm(len(X), generator=gen), torch.tensor(float('nan'))
@@ -451,6 +456,7 @@ def train_classifier(model, X, y, epochs=100, lr=1e-3, batch_size=64, seed=0, op
             sched.step()
             history.append(dict(epoch=epoch + 1, loss=float(loss.detach())))
             if checkpoint is not None: _save_checkpoint(checkpoint, settings, model, opt, sched, gen, device, history)
+            bar.update(info=f"last batch loss {history[-1]['loss']:.4f}")
     return model.eval()
 
 def scores(probs, y):

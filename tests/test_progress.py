@@ -1,7 +1,8 @@
 """Progress bars (appendix `progress`): drawn on a terminal, silent in logs.
 
-A child process trains a tiny net with `train_mlp` and distils it with `distill` (both with their default
-`progress=None`), once with standard error on a pseudo-terminal and once on a pipe.
+A child process trains a tiny net with `train_mlp`, distils it with `distill`, trains it with `train_classifier`
+and predicts with `mc_predict` (all with their default `progress=None`), once with standard error on a
+pseudo-terminal and once on a pipe.
 """
 import os
 import subprocess
@@ -13,12 +14,14 @@ CHILD = r"""
 import torch
 from torch import nn
 from fastdropout_nb.nn import train_mlp
-from fastdropout_nb.distill import distill
+from fastdropout_nb.distill import distill, mc_predict, train_classifier
 torch.manual_seed(0)
 X, y = torch.randn(64, 5), torch.randint(0, 3, (64,))
 net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 3))
 train_mlp(net, X, y, epochs=3, batch_size=16, lr=0.1)
 distill(net, nn.Linear(5, 3), X, epochs=2, batch_size=16)
+train_classifier(net, X, y, epochs=2, batch_size=16)
+mc_predict(net, X, 5, batch_size=16)
 print('child done')
 """
 
@@ -54,6 +57,7 @@ def test_bars_draw_on_a_terminal():
     assert 'child done' in out
     assert '\r' in err and 'train' in err and '3/3' in err and 'distill' in err and '2/2' in err, err[-2000:]
     assert 'loss' in err
+    assert 'MC-5 predict' in err and '4/4' in err, err[-2000:]
 
 
 def test_bars_are_silent_in_logs():
