@@ -7,7 +7,7 @@ Docs: https://fastdropout-nb.github.io/fastdropout_nb/distillation.html.md"""
 
 # %% ../nbs/05_distillation.ipynb #6b958250
 from __future__ import annotations
-import contextlib, copy, math, os, sys, time
+import contextlib, copy, math, sys, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -312,12 +312,10 @@ def _resume(path, settings, model, opt, sched, gen, device):
     return list(state['history'])
 
 def _save_checkpoint(path, settings, model, opt, sched, gen, device, history):
-    "Write the run's state to `path` atomically (temporary file, then rename)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    torch.save(dict(settings=settings, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                    rng=_rng_states(gen, device), history=history), tmp)
-    os.replace(tmp, path)
+    "Write the run's state to `path` atomically (`nn`'s temporary file, then rename, as `train_mlp` does)."
+    from fastdropout_nb.nn import _save_atomic
+    _save_atomic(dict(settings=settings, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                      rng=_rng_states(gen, device), history=history), path)
 
 def _name(x): return x if isinstance(x, str) else 'callable'
 
