@@ -10,6 +10,9 @@ Usage: python benchmarks/distill_mnist.py --network last|all [--seed 0] [--mc-re
                                           [--data-dir D] [--checkpoint-dir C] --out reports/distill_mnist_lenet_seed0.json
 With --checkpoint-dir, the teacher's training and the distillation write a checkpoint after every epoch
 and a rerun of the same command resumes from it (same numbers as an uninterrupted run).
+With --merge, a rerun over finished checkpoints adds the fields OUT lacks (e.g. `moment`, added later)
+and keeps OUT's own (its timing is the training run's); fields in both that differ are listed under
+`rerun_differs`, so the rerun doubles as a reproducibility check.
 """
 import argparse
 import json
@@ -22,6 +25,9 @@ import torch
 from fastdropout_nb.distill import mnist_table
 
 
+RUN_FIELDS = {'seconds', 'device', 'machine', 'date', 'torch', 'mc_repeats', 'rerun_differs', 'merged', '_run'}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--network', choices=['last', 'all'], required=True, help="'last' = LeNet, 'all' = LeNetAll")
@@ -30,6 +36,7 @@ def main(argv=None):
     ap.add_argument('--threads', type=int, default=None)
     ap.add_argument('--data-dir', default=None)
     ap.add_argument('--checkpoint-dir', default=None, help='checkpoint every epoch here and resume from it')
+    ap.add_argument('--merge', action='store_true', help='add missing fields to an existing OUT, keep its own')
     ap.add_argument('--out', required=True)
     a = ap.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
@@ -39,6 +46,10 @@ def main(argv=None):
     r.update(seconds=time.time() - t0, seed=a.seed, mc_repeats=a.mc_repeats, torch=torch.__version__,
              device='cuda' if torch.cuda.is_available() else f'cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)',
              machine=f'{platform.machine()} {platform.system()}', date=time.strftime('%Y-%m-%d'))
+    if a.merge and os.path.exists(a.out):
+        with open(a.out) as f: old = json.load(f)
+        differs = {k: [old[k], v] for k, v in r.items() if k in old and k not in RUN_FIELDS and old[k] != v}
+        r = {**r, **old, 'rerun_differs': differs, 'merged': time.strftime('%Y-%m-%d')}
     with open(a.out, 'w') as f: json.dump(r, f, indent=1)
     print(json.dumps(r, indent=1))
     return 0

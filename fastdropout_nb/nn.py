@@ -1,6 +1,6 @@
 """Moment-propagating PyTorch layers (`FastDropoutLinear`, `MomentReLU`/`Sigmoid`/`Tanh`), the three
 fast-dropout losses, `FastDropoutMLP`, and `moment_propagation`, which turns an ordinary trained
-dropout net into a deterministic predictor of its Monte Carlo-averaged output.
+dropout net (fully connected or convolutional) into a deterministic predictor of its Monte Carlo-averaged output.
 
 Docs: https://fastdropout-nb.github.io/fastdropout_nb/nn.html.md"""
 
@@ -25,8 +25,9 @@ from .moments import (relu_moments, sigmoid_mean, sigmoid_var, tanh_moments, log
 # %% auto #0
 __all__ = ['PAPER_MNIST_ERRORS', 'MNIST_SIZES', 'as_pair', 'FastDropoutLinear', 'relu_moments_fast', 'MomentReLU',
            'MomentSigmoid', 'MomentTanh', 'MomentFlatten', 'FastDropoutMLP', 'dropout_mlp', 'fast_dropout_bce',
-           'fast_dropout_mse', 'fast_dropout_cross_entropy', 'MomentOutput', 'moment_propagation', 'default_loss',
-           'train_mlp', 'predict_proba', 'count_errors', 'mnist_tensors', 'make_mnist_model', 'mnist_experiment']
+           'fast_dropout_mse', 'fast_dropout_cross_entropy', 'MomentDeterministic', 'MomentConv', 'max_moments',
+           'MomentMaxPool2d', 'MomentOutput', 'moment_propagation', 'default_loss', 'train_mlp', 'predict_proba',
+           'count_errors', 'mnist_tensors', 'make_mnist_model', 'objective_gap', 'mnist_experiment']
 
 # %% ../nbs/04_nn.ipynb #3b385d50
 def as_pair(x):
@@ -290,6 +291,66 @@ def fast_dropout_cross_entropy(mean, var, target, reduction='mean', method='unsc
     return _reduce(lse - mean.gather(-1, target[:, None].long())[:, 0], reduction)
 
 # %% ../nbs/04_nn.ipynb #1ae45280
+class MomentDeterministic(nn.Module):
+    "A layer that sees no dropout noise (one before a net's first dropout): applied to the mean; the output's variance is zero."
+    def __init__(self, layer):
+        super().__init__(); self.layer = layer
+    def forward(self, x):
+        mean, var = as_pair(x)
+        if var is not None and checks_enabled() and bool((var != 0).any()):
+            raise ValueError(f"{type(self.layer).__name__} comes before any dropout and takes a noise-free input; got var > 0")
+        return self.layer(mean)
+
+_CONV = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
+
+class MomentConv(nn.Module):
+    "An `nn.Conv1d/2d/3d` with element-wise dropout (drop rate `p`, inverted) on its inputs, on `(mean, var)`; shares `conv`'s parameters."
+    def __init__(self, conv, p=0.5):
+        super().__init__()
+        if type(conv) not in _CONV: raise ValueError(f"conv must be an nn.Conv1d, nn.Conv2d or nn.Conv3d; got {type(conv).__name__}")
+        if conv.padding_mode != 'zeros': raise ValueError(f"conv must use padding_mode='zeros'; got {conv.padding_mode!r}")
+        check_rate(float(p), 'p')
+        self.conv, self.p = conv, float(p)
+    def forward(self, x):
+        mean, var = as_pair(x)
+        c, q = self.conv, 1.0 - self.p
+        second = mean * mean * (self.p / q) + (0.0 if var is None else var / q)
+        f = lambda t, w, b: _CONV[type(c)](t, w, b, c.stride, c.padding, c.dilation, c.groups)
+        return f(mean, c.weight, c.bias), f(second, c.weight * c.weight, None)
+    def extra_repr(self): return f"p={self.p}"
+
+def max_moments(m1, v1, m2, v2):
+    "`(mean, var)` of max(X1, X2) for independent X1 ~ N(`m1`, `v1`), X2 ~ N(`m2`, `v2`): exact (Clark 1961), stable, no cancellation."
+    first = m1 >= m2
+    mb, vb = torch.where(first, m1, m2), torch.where(first, v1, v2)          # the input with the larger mean ...
+    d, t2 = torch.where(first, m2 - m1, m1 - m2), v1 + v2                     # ... and D = other - it ~ N(d <= 0, t2)
+    rmean, rvar = relu_moments(d, t2)
+    below = torch.special.ndtr(d / t2.clamp_min(torch.finfo(d.dtype).tiny).sqrt())
+    return mb + rmean, vb * (1 - 2 * below) + rvar
+
+class MomentMaxPool2d(nn.Module):
+    "`nn.MaxPool2d` (no padding, dilation 1) of independent Gaussian inputs: each window's inputs folded in by `max_moments`."
+    def __init__(self, pool):
+        super().__init__()
+        if not isinstance(pool, nn.MaxPool2d): raise ValueError(f"pool must be an nn.MaxPool2d; got {type(pool).__name__}")
+        k, s, pad, dil = (torch.nn.modules.utils._pair(a) for a in (pool.kernel_size, pool.stride or pool.kernel_size, pool.padding, pool.dilation))
+        if pad != (0, 0) or dil != (1, 1) or pool.ceil_mode or pool.return_indices:
+            raise ValueError("MomentMaxPool2d supports nn.MaxPool2d without padding, dilation, ceil_mode or return_indices")
+        self.kernel_size, self.stride = k, s
+    def forward(self, x):
+        mean, var = as_pair(x); var = _var_or_zeros(mean, var)
+        if mean.ndim not in (3, 4): raise ValueError(f"input must be (C, H, W) or (N, C, H, W); got shape {tuple(mean.shape)}")
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        win = lambda t: t.unfold(-2, kh, sh).unfold(-2, kw, sw).flatten(-2)  # (..., H', W', kh*kw)
+        wm, wv = win(mean), win(var)
+        order = wv.argsort(-1)                                                 # fold the narrowest inputs in first
+        wm, wv = wm.gather(-1, order), wv.gather(-1, order)
+        m, v = wm[..., 0], wv[..., 0]
+        for i in range(1, kh * kw): m, v = max_moments(m, v, wm[..., i], wv[..., i])
+        return m, v
+    def extra_repr(self): return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+# %% ../nbs/04_nn.ipynb #d908ae57
 class MomentOutput(nn.Module):
     "Last step of a moment-propagating net: 'moments' (the pair), 'mean', 'softmax' (E[softmax], unscented) or 'sigmoid' (E[sigmoid])."
     KINDS = ('moments', 'mean', 'softmax', 'sigmoid')
@@ -315,9 +376,9 @@ def _leaves(model):
 def moment_propagation(model, output='moments'):
     "Deterministic predictor of an `nn.Sequential` dropout net's mask-averaged output (moment propagation; shares the parameters)."
     if not isinstance(model, nn.Sequential): raise ValueError(f"model must be an nn.Sequential; got {type(model).__name__}")
-    layers, rates = [], []
+    layers, rates, noisy = [], [], False
     for m in _leaves(model):
-        if isinstance(m, nn.Dropout): rates.append(float(m.p)); continue
+        if isinstance(m, nn.Dropout): rates.append(float(m.p)); noisy = True; continue
         if isinstance(m, nn.Linear):
             p = rates[0] if len(rates) == 1 else 1.0 - float(np.prod([1.0 - r for r in rates]))
             fd = FastDropoutLinear(m.in_features, m.out_features, p, bias=m.bias is not None,
@@ -325,12 +386,20 @@ def moment_propagation(model, output='moments'):
             fd.weight = m.weight
             if m.bias is not None: fd.bias = m.bias
             layers.append(fd); rates = []; continue
-        if rates: raise ValueError(f"nn.Dropout must be followed by nn.Linear; found {type(m).__name__} after it")
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            raise ValueError(f"{type(m).__name__} drops whole channels, which correlates a unit's inputs; only element-wise nn.Dropout is supported")
+        if type(m) in _CONV and noisy:
+            layers.append(MomentConv(m, rates[0] if len(rates) == 1 else 1.0 - float(np.prod([1.0 - r for r in rates]))))
+            rates = []; continue
+        if isinstance(m, nn.Flatten): layers.append(MomentFlatten(m.start_dim, m.end_dim)); continue   # commutes with dropout
+        if isinstance(m, nn.Identity): continue
+        if rates: raise ValueError(f"nn.Dropout must be followed by nn.Linear or a convolution; found {type(m).__name__} after it")
         if type(m) in _MOMENT_OF: layers.append(_MOMENT_OF[type(m)]())
-        elif isinstance(m, nn.Flatten): layers.append(MomentFlatten(m.start_dim, m.end_dim))
-        elif isinstance(m, nn.Identity): continue
-        else: raise ValueError(f"unsupported layer {type(m).__name__}: use nn.Linear, nn.Dropout, nn.ReLU/Sigmoid/Tanh, nn.Flatten")
-    if rates: raise ValueError("a final nn.Dropout after the last nn.Linear is not supported")
+        elif isinstance(m, nn.MaxPool2d) and noisy: layers.append(MomentMaxPool2d(m))
+        elif not noisy: layers.append(MomentDeterministic(m))                  # before any dropout: any layer, exact
+        else: raise ValueError(f"unsupported layer {type(m).__name__} after a dropout: use nn.Linear, nn.Conv1d/2d/3d, "
+                               "nn.MaxPool2d, nn.ReLU/Sigmoid/Tanh, nn.Flatten")
+    if rates: raise ValueError("a final nn.Dropout after the last nn.Linear or convolution is not supported")
     return nn.Sequential(*layers, MomentOutput(output))
 
 # %% ../nbs/04_nn.ipynb #7042cc83
@@ -349,14 +418,17 @@ def _save_atomic(obj, path):
     torch.save(obj, tmp); os.replace(tmp, path)
 
 def train_mlp(model, X, y, epochs, lr=0.05, batch_size=100, momentum=0.9, weight_decay=0.0, lr_decay=1.0,
-              loss_fn=default_loss, seed=0, checkpoint=None, evaluate=None, until=None, progress=None):
+              loss_fn=default_loss, seed=0, checkpoint=None, evaluate=None, until=None, progress=None, max_norm=None):
     """Train `model` on tensors `X`, `y` by SGD with momentum for `epochs` epochs; return the history (a dict per epoch).
 
-    `lr` is multiplied by `lr_decay` every epoch; `evaluate(model)` -> dict is merged into each epoch's record;
+    `lr` is multiplied by `lr_decay` every epoch; `max_norm` caps each unit's incoming weight vector (every
+    2-D weight's rows) at that L2 norm after every step (Srivastava et al. 2014); `evaluate(model)` -> dict is merged into each epoch's record;
     training stops early once `until(record)` is true; `checkpoint` (a path) is written after every epoch and
     resumed from. Under torch.distributed each rank trains on its share of every batch (DDP)."""
     check_finite(X, 'X')
     if len(X) != len(y): raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+    if max_norm is not None and not (np.isfinite(max_norm) and max_norm > 0): raise ValueError(f"max_norm must be finite and > 0; got {max_norm}")
+    capped = [w for name, w in model.named_parameters() if name.endswith('weight') and w.ndim == 2] if max_norm else []
     rank, world = _dist_info()
     net = DistributedDataParallel(model) if world > 1 and not isinstance(model, DistributedDataParallel) else model
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -382,6 +454,9 @@ def train_mlp(model, X, y, epochs, lr=0.05, batch_size=100, momentum=0.9, weight
                 else: share, weight = idx, 1.0
                 loss = loss_fn(net(X[share]), y[share]) * weight
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+                if capped:
+                    with torch.no_grad():
+                        for w in capped: w.copy_(torch.renorm(w, 2, 0, max_norm))
                 total += loss.detach() * len(idx)
         if X.is_cuda: torch.cuda.synchronize()
         secs = time.perf_counter() - t0; wall += secs
@@ -441,20 +516,56 @@ def make_mnist_model(kind, sizes=MNIST_SIZES, p_input=0.2, p_hidden=0.5, var_sca
     if kind == 'mc_dropout': return dropout_mlp(sizes, p_input, p_hidden)
     return FastDropoutMLP(sizes, p_input, p_hidden, var_scale=var_scale if kind == 'fast_dropout_var' else 1.0)
 
+@torch.no_grad()
+def objective_gap(model, X, y, n_samples=20, seed=0):
+    """The training loss of a trained dropout net two ways on `X`, `y`: moment propagation's expected cross-entropy
+    and real dropout's (Monte Carlo over `n_samples` masks; mean and standard error). A `FastDropoutMLP` is paired
+    with the `dropout_mlp` sharing its weights, an `nn.Sequential` dropout net with its `moment_propagation` twin;
+    `logit_var_ratio` is the median over logits of real dropout's variance (over the masks) / the propagated one."""
+    if isinstance(model, FastDropoutMLP):
+        lins = [m for m in model.layers if isinstance(m, FastDropoutLinear)]
+        real = dropout_mlp(model.sizes, lins[0].p, lins[1].p if len(lins) > 1 else 0.0, model.activation).to(X.device, X.dtype)
+        for a, b in zip([m for m in real if isinstance(m, nn.Linear)], lins): a.weight, a.bias = b.weight, b.bias
+        fast = model
+    else: real, fast = model, moment_propagation(model)
+    was = real.training; real.train()
+    with torch.random.fork_rng(devices=[X.device] if X.is_cuda else []):
+        torch.manual_seed(seed)
+        logits = torch.stack([real(X) for _ in range(n_samples)])
+    real.train(was)
+    losses = torch.stack([F.cross_entropy(z, y) for z in logits])
+    mean, var = fast(X)
+    return dict(moment=float(default_loss((mean, var), y)), real_dropout=float(losses.mean()),
+                real_dropout_se=float(losses.std() / n_samples ** 0.5), n=len(X),
+                logit_var_ratio=float((logits.var(0) / var).median()))     # real / propagated logit variance, median
+
 def mnist_experiment(kind, data_dir=None, epochs=300, n_train=None, lr=0.05, lr_decay=0.99, batch_size=100, momentum=0.9,
-                     var_scale=1.5, seed=0, device=None, checkpoint=None, progress=None, data=None, mc_samples=100):
-    "Train one MNIST 784-1200-1200-10 net of `kind` and return its test errors beside the paper's (a JSON-able dict)."
+                     var_scale=1.5, seed=0, device=None, checkpoint=None, progress=None, data=None, mc_samples=100, curve=True,
+                     max_norm=None, validation=False):
+    """Train one MNIST 784-1200-1200-10 net of `kind` and return its test errors beside the paper's (a JSON-able dict).
+
+    With `curve`, the test errors (the kind's own inference) are recorded after every epoch, as `curve`: a learning
+    curve to look at, not a stopping rule; the headline is the last epoch's. With `validation`, the last 10 000
+    training images stand in for the test set (training on the rest): for choosing settings without the test set."""
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     Xtr, ytr, Xte, yte = data if data is not None else mnist_tensors(data_dir, n_train, device)
+    if validation:
+        if len(Xtr) <= 10_000: raise ValueError(f"validation needs more than 10 000 training images; got {len(Xtr)}")
+        Xtr, ytr, Xte, yte = Xtr[:-10_000], ytr[:-10_000], Xtr[-10_000:], ytr[-10_000:]
     model = make_mnist_model(kind, var_scale=var_scale, seed=seed).to(device)
     method = 'moment' if kind.startswith('fast') else 'standard'
+    evaluate = (lambda m: dict(test_errors=count_errors(m, Xte, yte, method=method))) if curve else None
     hist = train_mlp(model, Xtr, ytr, epochs, lr=lr, lr_decay=lr_decay, batch_size=batch_size, momentum=momentum,
-                     seed=seed, checkpoint=checkpoint, progress=progress)
+                     seed=seed, checkpoint=checkpoint, progress=progress, evaluate=evaluate, max_norm=max_norm)
     errors = {method: count_errors(model, Xte, yte, method=method)}
     if kind == 'mc_dropout':
         errors[f'mc{mc_samples}'] = count_errors(model, Xte, yte, method='mc', n_samples=mc_samples)
         errors['moment'] = count_errors(model, Xte, yte, method='moment')
+    gap = None if kind == 'plain' else objective_gap(model, Xtr[:10_000], ytr[:10_000])
     return dict(kind=kind, test_errors=errors, n_test=len(yte), paper=PAPER_MNIST_ERRORS[kind], epochs=len(hist), n_train=len(ytr),
-                settings=dict(lr=lr, lr_decay=lr_decay, batch_size=batch_size, momentum=momentum, var_scale=var_scale, seed=seed),
+                evaluated_on='validation (the last 10 000 training images)' if validation else 'test',
+                settings=dict(lr=lr, lr_decay=lr_decay, batch_size=batch_size, momentum=momentum, var_scale=var_scale, seed=seed,
+                              max_norm=max_norm),
                 train_seconds=hist[-1]['wall'] if hist else 0.0, final_loss=hist[-1]['loss'] if hist else None,
+                curve=[[h['epoch'], h['test_errors']] for h in hist if 'test_errors' in h], train_loss_two_ways=gap,
                 device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device), torch=torch.__version__)

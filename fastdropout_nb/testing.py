@@ -10,10 +10,12 @@ from __future__ import annotations
 import itertools, os
 import numpy as np
 from scipy import integrate
+from scipy.special import ndtr
 from hypothesis import settings, HealthCheck, strategies as st
 
 # %% auto #0
-__all__ = ['PROFILE', 'MAX_ENUM', 'mc_mean_se', 'assert_mc_close', 'all_masks', 'mask_probs', 'gauss_quad', 'mean_var_pairs']
+__all__ = ['PROFILE', 'MAX_ENUM', 'mc_mean_se', 'assert_mc_close', 'all_masks', 'mask_probs', 'gauss_quad', 'gauss_max_quad',
+           'mean_var_pairs']
 
 # %% ../nbs/99_testing.ipynb #bdc18270
 settings.register_profile('ci', max_examples=25, deadline=None, derandomize=True, print_blob=True,
@@ -65,6 +67,22 @@ def gauss_quad(f, mu, var, points=None, epsabs=1e-13, epsrel=1e-12):
     edges = [-40.0] + brk + [40.0]
     return sum(integrate.quad(g, a, b, epsabs=epsabs, epsrel=epsrel, limit=200)[0]
                for a, b in zip(edges[:-1], edges[1:]) if b > a)
+
+# %% ../nbs/99_testing.ipynb #6e14f75d
+def gauss_max_quad(means, vars):
+    "Ground-truth `(mean, var)` of max_i X_i for independent X_i ~ N(`means[i]`, `vars[i]`) by 1-D quadrature of its CDF."
+    mu, var = np.asarray(means, dtype=float), np.asarray(vars, dtype=float)
+    sd = np.sqrt(var); c = float(mu.max())
+    if sd.max() == 0: return c, 0.0
+    F = lambda t: float(np.prod(np.where(sd > 0, ndtr((t - mu) / np.where(sd > 0, sd, 1.0)), t >= mu)))
+    lo, hi = c - 40 * sd.max(), c + 40 * sd.max()                       # F is 0 below lo (some X_i <= c ...) and 1 above hi
+    knots = np.unique(np.clip(np.concatenate([mu[:, None] + sd[:, None] * np.arange(-8, 9, 2.0), [[lo, c, hi]]], None), lo, hi))
+    def integral(f, a, b, scale):                                      # piecewise over the knots: each piece is smooth
+        ks = knots[(knots >= a) & (knots <= b)]
+        return sum(integrate.quad(f, u, w, epsabs=1e-15 * scale, epsrel=1e-12, limit=200)[0] for u, w in zip(ks[:-1], ks[1:]))
+    m1 = integral(lambda t: 1 - F(t), c, hi, sd.max()) - integral(F, lo, c, sd.max())
+    m2 = integral(lambda t: 2 * (t - c) * (1 - F(t)), c, hi, var.max()) + integral(lambda t: 2 * (c - t) * F(t), lo, c, var.max())
+    return c + m1, max(m2 - m1 * m1, 0.0)
 
 # %% ../nbs/99_testing.ipynb #48a6718e
 def mean_var_pairs(max_abs_mean=1e4, max_var=1e8, min_var=0.0):

@@ -22,17 +22,18 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from fastdropout_nb.arrays import no_checks
-from fastdropout_nb.nn import (FastDropoutLinear, FastDropoutMLP, MomentReLU, MomentSigmoid, MomentTanh, default_loss,
-                               dropout_mlp, fast_dropout_bce, fast_dropout_cross_entropy, fast_dropout_mse,
-                               moment_propagation, relu_moments_fast, train_mlp)
+from fastdropout_nb.nn import (FastDropoutLinear, FastDropoutMLP, MomentConv, MomentMaxPool2d, MomentReLU, MomentSigmoid,
+                               MomentTanh, default_loss, dropout_mlp, fast_dropout_bce, fast_dropout_cross_entropy,
+                               fast_dropout_mse, max_moments, moment_propagation, relu_moments_fast, train_mlp)
 from fastdropout_nb.moments import relu_moments
-from fastdropout_nb.testing import all_masks, gauss_quad, mask_probs, mean_var_pairs
+from fastdropout_nb.testing import all_masks, gauss_max_quad, gauss_quad, mask_probs, mean_var_pairs
 
 pytestmark = pytest.mark.filterwarnings('ignore::scipy.integrate.IntegrationWarning')
 
 # The bounds stated in nbs/04_nn.ipynb (measured values in brackets).
 GAUSS_MODEL = {'relu': (1e-12, 1e-12), 'sigmoid': (0.025, 0.06), 'tanh': (0.06, 0.3)}   # [6e-15; 0.012, 0.031; 0.029, 0.15]
 REAL_MEDIAN = {'relu': (0.11, 0.31), 'sigmoid': (0.02, 0.09), 'tanh': (0.075, 0.24)}   # [0.073, 0.204; 0.012, 0.061; 0.050, 0.157]
+MAXPOOL_BOUND = {4: (0.02, 0.08), 9: (0.03, 0.10)}   # window size -> |mean error|, |sd error| / largest sd [worst found: 0.015, 0.071; 0.021, 0.081]
 ACT = {'relu': lambda t: np.maximum(t, 0), 'sigmoid': expit, 'tanh': np.tanh}
 
 
@@ -147,6 +148,84 @@ def test_moment_propagation_matches_fast_mlp():
         for a, b in zip([m for m in mc if isinstance(m, nn.Linear)], lins(fd)): b.load_state_dict(a.state_dict())
         x = torch.randn(5, 6, dtype=torch.float64)
         assert all(torch.equal(a, b) for a, b in zip(moment_propagation(mc)(x), fd(x)))
+
+
+# ---------------------------------------------------------------------------------------- convolutional nets
+@given(st.integers(0, 2**31 - 1), st.sampled_from([dict(), dict(stride=2), dict(padding=1), dict(dilation=2), dict(groups=2)]),
+       st.one_of(st.just(0.0), st.floats(1e-6, 0.95)))
+def test_conv_exact(seed, kw, p):
+    "MomentConv against every mask of a 2x3x2 input (4096 masks) with Gaussian inputs: the same mixture moments to round-off."
+    g = torch.Generator().manual_seed(seed)
+    conv = nn.Conv2d(2, 2, 1 if 'dilation' in kw else (2, 1), **kw).double()
+    with torch.no_grad(): conv.weight.normal_(generator=g); conv.bias.normal_(generator=g)
+    m = torch.randn(2, 3, 2, generator=g, dtype=torch.float64) * 3
+    v = torch.rand(2, 3, 2, generator=g, dtype=torch.float64) * (torch.rand(2, 3, 2, generator=g) < 0.7)
+    masks = all_masks(12); pm = torch.tensor(mask_probs(masks, p)); z = torch.tensor(masks).reshape(-1, 2, 3, 2); q = 1 - p
+    with torch.no_grad():
+        cm = conv(z * m / q)
+        cv = torch.nn.functional.conv2d(z * v / q**2, conv.weight**2, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        w = pm.reshape(-1, 1, 1, 1); em = (w * cm).sum(0); ev = (w * (cv + (cm - em) ** 2)).sum(0)
+        gm, gv = MomentConv(conv, p)((m[None], v[None]))
+    assert torch.allclose(gm[0], em, rtol=1e-10, atol=1e-10 * em.abs().max()) and torch.allclose(gv[0], ev, rtol=1e-10, atol=1e-10 * ev.max())
+
+
+@given(st.lists(mean_var_pairs(max_abs_mean=1e3, max_var=1e6), min_size=2, max_size=2))
+def test_max_of_two_exact(pairs):
+    "Clark's moments of the maximum of two independent Gaussians against quadrature of its CDF."
+    (m1, v1), (m2, v2) = pairs
+    sd = max(v1, v2) ** 0.5
+    if sd == 0: sd = 1.0
+    em, ev = gauss_max_quad([m1, m2], [v1, v2])
+    gm, gv = max_moments(*(torch.tensor(t, dtype=torch.float64) for t in (m1, v1, m2, v2)))
+    assert abs(gm.item() - em) <= 1e-8 * sd + 1e-12 * abs(em) and abs(gv.item() ** 0.5 - ev ** 0.5) <= 1e-6 * sd
+
+
+@given(st.sampled_from([2, 3]), st.data())
+def test_maxpool_window_within_bound(k, data):
+    "A k x k window of independent Gaussians (Hypothesis-drawn): the fold's errors stay within MAXPOOL_BOUND[k*k] of the largest sd."
+    pairs = data.draw(st.lists(mean_var_pairs(max_abs_mean=100, max_var=1e4, min_var=0.0), min_size=k * k, max_size=k * k))
+    means, vars = (np.array(c) for c in zip(*pairs))
+    if vars.max() == 0: vars[0] = 1.0
+    m, v = MomentMaxPool2d(nn.MaxPool2d(k))((torch.tensor(means).reshape(1, 1, k, k), torch.tensor(vars).reshape(1, 1, k, k)))
+    em, ev = gauss_max_quad(means, vars); sd = vars.max() ** 0.5
+    bm, bs = MAXPOOL_BOUND[k * k]
+    assert abs(m.item() - em) <= bm * sd and abs(v.item() ** 0.5 - ev ** 0.5) <= bs * sd
+
+
+def test_maxpool_bound_can_fail_without_ordering():
+    "The bad case the ordering removes: a wide input, then near-constants at its mean. Folded in the given order, it breaks the bound."
+    means, vars = np.zeros(4), np.array([32.0, 0.0, 3e-3, 3e-3])
+    em, ev = gauss_max_quad(means, vars); sd = vars.max() ** 0.5
+    m, v = torch.tensor(means[0]), torch.tensor(vars[0])
+    for a, b in zip(means[1:], vars[1:]): m, v = max_moments(m, v, torch.tensor(a), torch.tensor(b))
+    bm, bs = MAXPOOL_BOUND[4]
+    assert abs(m.item() - em) > bm * sd                                             # unordered: outside the bound
+    pm, pv = MomentMaxPool2d(nn.MaxPool2d(2))((torch.tensor(means).reshape(1, 1, 2, 2), torch.tensor(vars).reshape(1, 1, 2, 2)))
+    assert abs(pm.item() - em) <= bm * sd and abs(pv.item() ** 0.5 - ev ** 0.5) <= bs * sd
+
+
+@settings(max_examples=5)
+@given(st.integers(0, 2**31 - 1), st.floats(0.05, 0.9))
+def test_lenet_last_twin_exact(seed, p):
+    "Dropout only before the last layer: the twin's logit moments equal the enumeration over all 2**6 hidden masks."
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 6), nn.ReLU(), nn.Dropout(p), nn.Linear(6, 3)).double()
+    x = torch.randn(4, 1, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        h = net[:5](x); masks = all_masks(6)
+        logits = (h[None] * torch.tensor(masks)[:, None] / (1 - p)) @ net[6].weight.T + net[6].bias
+        pm = torch.tensor(mask_probs(masks, p)); em = torch.einsum('m,mnk->nk', pm, logits)
+        ev = torch.einsum('m,mnk->nk', pm, (logits - em) ** 2); tm, tv = moment_propagation(net)(x)
+    assert torch.allclose(tm, em, rtol=1e-11, atol=1e-11) and torch.allclose(tv, ev, rtol=1e-10, atol=1e-12)
+
+
+def test_conv_bad_input():
+    with pytest.raises(ValueError, match='drops whole channels'):
+        moment_propagation(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Dropout2d(0.5), nn.Conv2d(2, 2, 3)))
+    with pytest.raises(ValueError, match='followed by nn.Linear or a convolution'): moment_propagation(nn.Sequential(nn.Dropout(0.5), nn.MaxPool2d(2)))
+    with pytest.raises(ValueError, match='p is the probability'): MomentConv(nn.Conv2d(1, 1, 1), 1.0)
+    with pytest.raises(ValueError, match='conv must be'): MomentConv(nn.Linear(2, 2), 0.5)
+    with pytest.raises(ValueError, match='input must be'): MomentMaxPool2d(nn.MaxPool2d(2))((torch.zeros(4, 4), torch.ones(4, 4)))
 
 
 # ---------------------------------------------------------------------------------------- gradients, extremes, bad input
