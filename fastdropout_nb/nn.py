@@ -424,7 +424,8 @@ def train_mlp(model, X, y, epochs, lr=0.05, batch_size=100, momentum=0.9, weight
     `lr` is multiplied by `lr_decay` every epoch; `max_norm` caps each unit's incoming weight vector (every
     2-D weight's rows) at that L2 norm after every step (Srivastava et al. 2014); `evaluate(model)` -> dict is merged into each epoch's record;
     training stops early once `until(record)` is true; `checkpoint` (a path) is written after every epoch and
-    resumed from. Under torch.distributed each rank trains on its share of every batch (DDP)."""
+    resumed from (it records the settings, and one written with other settings is refused; `epochs` may differ,
+    so a finished run can be extended). Under torch.distributed each rank trains on its share of every batch (DDP)."""
     check_finite(X, 'X')
     if len(X) != len(y): raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
     if max_norm is not None and not (np.isfinite(max_norm) and max_norm > 0): raise ValueError(f"max_norm must be finite and > 0; got {max_norm}")
@@ -432,9 +433,13 @@ def train_mlp(model, X, y, epochs, lr=0.05, batch_size=100, momentum=0.9, weight
     rank, world = _dist_info()
     net = DistributedDataParallel(model) if world > 1 and not isinstance(model, DistributedDataParallel) else model
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    history = []
+    history, settings = [], dict(lr=lr, batch_size=int(batch_size), momentum=momentum, weight_decay=weight_decay, lr_decay=lr_decay,
+                                 seed=seed, max_norm=max_norm, n=len(X), world=world)
     if checkpoint is not None and Path(checkpoint).exists():
         state = torch.load(checkpoint, map_location=X.device, weights_only=False)
+        if state.get('settings') != settings:
+            raise ValueError(f"checkpoint {checkpoint} was written by a run with other settings ({state.get('settings')}, now "
+                             f"{settings}); delete it or pass another checkpoint path")
         model.load_state_dict(state['model']); opt.load_state_dict(state['optimizer']); history = state['history']
     if history and until is not None and until(history[-1]): return history
     bar = ProgressBar(int(epochs), 'train', enabled=(None if progress is None else bool(progress)) if rank == 0 else False)
@@ -464,7 +469,7 @@ def train_mlp(model, X, y, epochs, lr=0.05, batch_size=100, momentum=0.9, weight
         if evaluate is not None: record.update(evaluate(model))
         history.append(record)
         if checkpoint is not None and rank == 0:
-            _save_atomic(dict(model=model.state_dict(), optimizer=opt.state_dict(), history=history), checkpoint)
+            _save_atomic(dict(settings=settings, model=model.state_dict(), optimizer=opt.state_dict(), history=history), checkpoint)
         bar.update(info=' '.join(f'{k} {v:.4g}' for k, v in record.items() if isinstance(v, float) and k not in ('wall', 'lr')))
         if until is not None and until(record): break
     bar.close()
