@@ -511,10 +511,11 @@ def distill_cells(quick=True, seed=0, device='cpu', data_dir=None, checkpoint_di
     def digits_conv():
         data, teacher = Dl.digits_teacher(quick=False, seed=seed)
         res, _ = Dl.digits_distillation(data, teacher, quick=False, seed=seed)
+        mp, _ = Dl.digits_distillation(data, teacher, quick=False, seed=seed, target='moments')
         mp_probs = Dl.moment_teacher(teacher)(data['test'][0])
         return dict(setting='digits, conv teacher, dropout 0.5 at every layer', standard=res['standard']['error'],
                     mc=res['mc']['error'], moments=Dl.scores(mp_probs, data['test'][1])['error'],
-                    distilled=res['distilled']['error'], distilled_moments=None, recovered=res['recovered_error'])
+                    distilled=res['distilled']['error'], distilled_moments=mp['distilled']['error'], recovered=res['recovered_error'])
     def lenet(which):
         def f():
             r = Dl.mnist_table(which, quick=False, seed=seed, device=device, data_dir=data_dir, checkpoint_dir=checkpoint_dir)
