@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from fastdropout_nb.arrays import no_checks
 from fastdropout_nb.nn import (FastDropoutLinear, FastDropoutMLP, MomentConv, MomentMaxPool2d, MomentReLU, MomentSigmoid,
                                MomentTanh, default_loss, dropout_mlp, fast_dropout_bce, fast_dropout_cross_entropy,
-                               fast_dropout_mse, max_moments, moment_propagation, relu_moments_fast, train_mlp)
+                               fast_dropout_mse, max_moments, moment_propagation, objective_gap, relu_moments_fast, train_mlp)
 from fastdropout_nb.moments import relu_moments
 from fastdropout_nb.testing import all_masks, gauss_max_quad, gauss_quad, mask_probs, mean_var_pairs
 
@@ -226,6 +226,24 @@ def test_conv_bad_input():
     with pytest.raises(ValueError, match='p is the probability'): MomentConv(nn.Conv2d(1, 1, 1), 1.0)
     with pytest.raises(ValueError, match='conv must be'): MomentConv(nn.Linear(2, 2), 0.5)
     with pytest.raises(ValueError, match='input must be'): MomentMaxPool2d(nn.MaxPool2d(2))((torch.zeros(4, 4), torch.ones(4, 4)))
+
+
+def test_objective_gap_pairs_the_same_weights():
+    """objective_gap's two losses share the weights: equal without dropout; with dropout on the inputs of a single
+    linear layer (where the propagated variance is exact) the real logit variance over the masks matches it."""
+    torch.manual_seed(0)
+    X, y = torch.rand(200, 50, dtype=torch.float64), torch.randint(0, 3, (200,))
+    net = FastDropoutMLP((50, 8, 3), p_input=0.0, p_hidden=0.0).double()
+    g = objective_gap(net, X, y, n_samples=3)
+    assert abs(g['moment'] - g['real_dropout']) < 1e-12 and g['real_dropout_se'] == 0
+    one = FastDropoutMLP((50, 3), p_input=0.5).double()
+    n = 2000
+    r = objective_gap(one, X, y, n_samples=n)['logit_var_ratio']
+    # One logit's variance estimate from n samples has relative standard error sqrt(2 / (n - 1)) for a Gaussian logit
+    # (a sum of 50 dropped inputs is close to one); the median over 600 logits is no noisier. Five of those errors:
+    assert abs(r - 1) < 5 * (2 / (n - 1)) ** 0.5, r
+    with torch.no_grad(): one.layers[0].weight.mul_(2.0)          # the paired real net must see the same weights ...
+    assert abs(objective_gap(one, X, y, n_samples=n)['logit_var_ratio'] - 1) < 5 * (2 / (n - 1)) ** 0.5
 
 
 # ---------------------------------------------------------------------------------------- gradients, extremes, bad input
