@@ -302,9 +302,8 @@ def _resume(path, settings, model, opt, sched, gen, device):
     "Restore a run from the checkpoint at `path` (if there is one) written with the same `settings`; return its epoch records."
     if path is None or not Path(path).exists(): return []
     state = torch.load(path, map_location='cpu', weights_only=False)
-    if state.get('settings') != settings:
-        raise ValueError(f"checkpoint {path} was written by a run with other settings ({state.get('settings')}, now "
-                         f"{settings}); delete it or pass another checkpoint path")
+    from fastdropout_nb.nn import _check_settings
+    _check_settings(path, state.get('settings'), settings)
     model.load_state_dict(state['model']); opt.load_state_dict(state['optimizer']); sched.load_state_dict(state['scheduler'])
     torch.set_rng_state(state['rng']['cpu']); gen.set_state(state['rng']['gen'])
     if 'cuda' in state['rng'] and device.type == 'cuda': torch.cuda.set_rng_state(state['rng']['cuda'], device)

@@ -373,6 +373,10 @@ def _leaves(model):
         if isinstance(m, nn.Sequential): yield from _leaves(m)
         else: yield m
 
+def _combined_rate(rates):
+    "Drop rate of consecutive dropouts: a unit survives all of them with probability prod(1 - p)."
+    return rates[0] if len(rates) == 1 else 1.0 - float(np.prod([1.0 - r for r in rates]))
+
 def moment_propagation(model, output='moments'):
     "Deterministic predictor of an `nn.Sequential` dropout net's mask-averaged output (moment propagation; shares the parameters)."
     if not isinstance(model, nn.Sequential): raise ValueError(f"model must be an nn.Sequential; got {type(model).__name__}")
@@ -380,7 +384,7 @@ def moment_propagation(model, output='moments'):
     for m in _leaves(model):
         if isinstance(m, nn.Dropout): rates.append(float(m.p)); noisy = True; continue
         if isinstance(m, nn.Linear):
-            p = rates[0] if len(rates) == 1 else 1.0 - float(np.prod([1.0 - r for r in rates]))
+            p = _combined_rate(rates)
             fd = FastDropoutLinear(m.in_features, m.out_features, p, bias=m.bias is not None,
                                    device=m.weight.device, dtype=m.weight.dtype)
             fd.weight = m.weight
@@ -389,7 +393,7 @@ def moment_propagation(model, output='moments'):
         if isinstance(m, nn.modules.dropout._DropoutNd):
             raise ValueError(f"{type(m).__name__} drops whole channels, which correlates a unit's inputs; only element-wise nn.Dropout is supported")
         if type(m) in _CONV and noisy:
-            layers.append(MomentConv(m, rates[0] if len(rates) == 1 else 1.0 - float(np.prod([1.0 - r for r in rates]))))
+            layers.append(MomentConv(m, _combined_rate(rates)))
             rates = []; continue
         if isinstance(m, nn.Flatten): layers.append(MomentFlatten(m.start_dim, m.end_dim)); continue   # commutes with dropout
         if isinstance(m, nn.Identity): continue
@@ -417,6 +421,12 @@ def _save_atomic(obj, path):
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     torch.save(obj, tmp); os.replace(tmp, path)
 
+def _check_settings(path, saved, settings):
+    "Refuse to resume from the checkpoint at `path` when its `saved` settings are not the run's `settings`."
+    if saved != settings:
+        raise ValueError(f"checkpoint {path} was written by a run with other settings ({saved}, now "
+                         f"{settings}); delete it or pass another checkpoint path")
+
 def train_mlp(model, X, y, epochs, lr=0.05, batch_size=100, momentum=0.9, weight_decay=0.0, lr_decay=1.0,
               loss_fn=default_loss, seed=0, checkpoint=None, evaluate=None, until=None, progress=None, max_norm=None):
     """Train `model` on tensors `X`, `y` by SGD with momentum for `epochs` epochs; return the history (a dict per epoch).
@@ -437,9 +447,7 @@ def train_mlp(model, X, y, epochs, lr=0.05, batch_size=100, momentum=0.9, weight
                                  seed=seed, max_norm=max_norm, n=len(X), world=world)
     if checkpoint is not None and Path(checkpoint).exists():
         state = torch.load(checkpoint, map_location=X.device, weights_only=False)
-        if state.get('settings') != settings:
-            raise ValueError(f"checkpoint {checkpoint} was written by a run with other settings ({state.get('settings')}, now "
-                             f"{settings}); delete it or pass another checkpoint path")
+        _check_settings(checkpoint, state.get('settings'), settings)
         model.load_state_dict(state['model']); opt.load_state_dict(state['optimizer']); history = state['history']
     if history and until is not None and until(history[-1]): return history
     bar = ProgressBar(int(epochs), 'train', enabled=(None if progress is None else bool(progress)) if rank == 0 else False)
