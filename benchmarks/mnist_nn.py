@@ -6,6 +6,9 @@ inference), the settings, the device and the paper's numbers. Checkpoints let a 
 
 Full run (for a GPU; the paper's table): python benchmarks/mnist_nn.py --epochs 300 --out reports/mnist_nn.json
 Reduced CPU run (committed; about 35 min on one thread): python benchmarks/mnist_nn.py --epochs 20 --threads 1 --out reports/mnist_nn_20epochs.json
+Real dropout trained long (committed: reports/mnist_mc_dropout_111epochs.json): python benchmarks/mnist_nn.py --epochs 300 --kinds mc_dropout
+--threads 1 --checkpoint-dir results/mnist --out results/mnist_mc_dropout_300.json, stopped after epoch 111 for time, then scored from its
+checkpoint by the same command with --epochs 111 --out reports/mnist_mc_dropout_111epochs.json (no training: the checkpoint has 111 epochs).
 Choosing settings without the test set: add --validation (train on 50 000, score the last 10 000 training images),
 and vary --lr, --max-norm, --var-scale. Checkpoint names carry the settings, so runs with different settings
 never share a checkpoint.

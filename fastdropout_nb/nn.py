@@ -27,7 +27,8 @@ __all__ = ['PAPER_MNIST_ERRORS', 'MNIST_SIZES', 'as_pair', 'FastDropoutLinear', 
            'MomentSigmoid', 'MomentTanh', 'MomentFlatten', 'FastDropoutMLP', 'dropout_mlp', 'fast_dropout_bce',
            'fast_dropout_mse', 'fast_dropout_cross_entropy', 'MomentDeterministic', 'MomentConv', 'max_moments',
            'MomentMaxPool2d', 'MomentOutput', 'moment_propagation', 'default_loss', 'train_mlp', 'predict_proba',
-           'count_errors', 'mnist_tensors', 'make_mnist_model', 'objective_gap', 'mnist_experiment']
+           'count_errors', 'mnist_tensors', 'make_mnist_model', 'objective_gap', 'mnist_experiment',
+           'variance_ratio_by_layer']
 
 # %% ../nbs/04_nn.ipynb #3b385d50
 def as_pair(x):
@@ -529,18 +530,22 @@ def make_mnist_model(kind, sizes=MNIST_SIZES, p_input=0.2, p_hidden=0.5, var_sca
     if kind == 'mc_dropout': return dropout_mlp(sizes, p_input, p_hidden)
     return FastDropoutMLP(sizes, p_input, p_hidden, var_scale=var_scale if kind == 'fast_dropout_var' else 1.0)
 
+def _real_and_fast(model):
+    "The real dropout net and the moment-propagating net that share `model`'s weights: a `FastDropoutMLP` and its `dropout_mlp`, or an `nn.Sequential` and its `moment_propagation`."
+    if isinstance(model, FastDropoutMLP):
+        lins = [m for m in model.layers if isinstance(m, FastDropoutLinear)]
+        real = dropout_mlp(model.sizes, lins[0].p, lins[1].p if len(lins) > 1 else 0.0, model.activation).to(lins[0].weight.device, lins[0].weight.dtype)
+        for a, b in zip([m for m in real if isinstance(m, nn.Linear)], lins): a.weight, a.bias = b.weight, b.bias
+        return real, model
+    return model, moment_propagation(model)
+
 @torch.no_grad()
 def objective_gap(model, X, y, n_samples=20, seed=0):
     """The training loss of a trained dropout net two ways on `X`, `y`: moment propagation's expected cross-entropy
     and real dropout's (Monte Carlo over `n_samples` masks; mean and standard error). A `FastDropoutMLP` is paired
     with the `dropout_mlp` sharing its weights, an `nn.Sequential` dropout net with its `moment_propagation` twin;
     `logit_var_ratio` is the median over logits of real dropout's variance (over the masks) / the propagated one."""
-    if isinstance(model, FastDropoutMLP):
-        lins = [m for m in model.layers if isinstance(m, FastDropoutLinear)]
-        real = dropout_mlp(model.sizes, lins[0].p, lins[1].p if len(lins) > 1 else 0.0, model.activation).to(X.device, X.dtype)
-        for a, b in zip([m for m in real if isinstance(m, nn.Linear)], lins): a.weight, a.bias = b.weight, b.bias
-        fast = model
-    else: real, fast = model, moment_propagation(model)
+    real, fast = _real_and_fast(model)
     was = real.training; real.train()
     with torch.random.fork_rng(devices=[X.device] if X.is_cuda else []):
         torch.manual_seed(seed)
@@ -559,7 +564,9 @@ def mnist_experiment(kind, data_dir=None, epochs=300, n_train=None, lr=0.05, lr_
 
     With `curve`, the test errors (the kind's own inference) are recorded after every epoch, as `curve`: a learning
     curve to look at, not a stopping rule; the headline is the last epoch's. With `validation`, the last 10 000
-    training images stand in for the test set (training on the rest): for choosing settings without the test set."""
+    training images stand in for the test set (training on the rest): for choosing settings without the test set.
+    A dropout net's training loss two ways (`objective_gap`, 10 000 training images) and `variance_ratio_by_layer`
+    (500 training images, 200 masks) are recorded as `train_loss_two_ways` and `variance_by_layer`."""
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     Xtr, ytr, Xte, yte = data if data is not None else mnist_tensors(data_dir, n_train, device)
     if validation:
@@ -575,10 +582,51 @@ def mnist_experiment(kind, data_dir=None, epochs=300, n_train=None, lr=0.05, lr_
         errors[f'mc{mc_samples}'] = count_errors(model, Xte, yte, method='mc', n_samples=mc_samples)
         errors['moment'] = count_errors(model, Xte, yte, method='moment')
     gap = None if kind == 'plain' else objective_gap(model, Xtr[:10_000], ytr[:10_000])
+    layers = None if kind == 'plain' else variance_ratio_by_layer(model, Xtr[:500], n_samples=200)
     return dict(kind=kind, test_errors=errors, n_test=len(yte), paper=PAPER_MNIST_ERRORS[kind], epochs=len(hist), n_train=len(ytr),
                 evaluated_on='validation (the last 10 000 training images)' if validation else 'test',
                 settings=dict(lr=lr, lr_decay=lr_decay, batch_size=batch_size, momentum=momentum, var_scale=var_scale, seed=seed,
                               max_norm=max_norm),
                 train_seconds=hist[-1]['wall'] if hist else 0.0, final_loss=hist[-1]['loss'] if hist else None,
-                curve=[[h['epoch'], h['test_errors']] for h in hist if 'test_errors' in h], train_loss_two_ways=gap,
+                curve=[[h['epoch'], h['test_errors']] for h in hist if 'test_errors' in h], train_loss_two_ways=gap, variance_by_layer=layers,
                 device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device), torch=torch.__version__)
+
+# %% ../nbs/04_nn.ipynb #d948d1a6
+def _linear_outputs(net, X, kind):
+    "The outputs of every `kind` module of `net` (in call order) on `X`."
+    outs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: outs.append(o)) for m in net.modules() if isinstance(m, kind)]
+    try: net(X)
+    finally:
+        for h in hooks: h.remove()
+    return outs
+
+@torch.no_grad()
+def variance_ratio_by_layer(model, X, n_samples=200, seed=0):
+    """Where moment propagation loses the noise: for each linear layer of a dropout net, its outputs' real-dropout
+    variance (Monte Carlo over `n_samples` masks, the real net sharing the weights as in `objective_gap`) over
+    their propagated variance, as the median (and 10 %, 90 % quantiles) over units and rows of `X` (units with a
+    propagated variance of 0 left out); and `mean_error`, the median |MC mean - propagated mean| in propagated sds.
+    A `FastDropoutMLP`'s `var_scale` is in the propagated variance, not in the real net's rates."""
+    if not (isinstance(n_samples, int) and n_samples >= 2): raise ValueError(f"n_samples must be an int >= 2; got {n_samples!r}")
+    check_finite(X, 'X')
+    real, fast = _real_and_fast(model)
+    with no_checks(): prop = _linear_outputs(fast, X, FastDropoutLinear)
+    was = real.training; real.train(); s1 = s2 = None
+    try:
+        with torch.random.fork_rng(devices=[X.device] if X.is_cuda else []):
+            torch.manual_seed(seed)
+            for _ in range(n_samples):
+                outs = [o.double() for o in _linear_outputs(real, X, nn.Linear)]
+                s1 = outs if s1 is None else [a + o for a, o in zip(s1, outs)]
+                s2 = [o * o for o in outs] if s2 is None else [a + o * o for a, o in zip(s2, outs)]
+    finally: real.train(was)
+    rows = []
+    for k, ((pm, pv), a, b) in enumerate(zip(prop, s1, s2)):
+        mc_mean = a / n_samples; mc_var = ((b - a * mc_mean) / (n_samples - 1)).clamp_min(0)
+        pv = pv.double(); keep = pv > 0
+        ratio = (mc_var[keep] / pv[keep]).float()
+        err = ((mc_mean - pm.double())[keep].abs() / pv[keep].sqrt()).float()
+        rows.append(dict(layer=k + 1, var_ratio=float(ratio.median()), var_ratio_q10=float(ratio.quantile(0.1)),
+                         var_ratio_q90=float(ratio.quantile(0.9)), mean_error=float(err.median()), n_units=int(keep.sum())))
+    return rows

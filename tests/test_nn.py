@@ -24,7 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 from fastdropout_nb.arrays import no_checks
 from fastdropout_nb.nn import (FastDropoutLinear, FastDropoutMLP, MomentConv, MomentMaxPool2d, MomentReLU, MomentSigmoid,
                                MomentTanh, default_loss, dropout_mlp, fast_dropout_bce, fast_dropout_cross_entropy,
-                               fast_dropout_mse, max_moments, moment_propagation, objective_gap, relu_moments_fast, train_mlp)
+                               fast_dropout_mse, max_moments, moment_propagation, objective_gap, relu_moments_fast, train_mlp,
+                               variance_ratio_by_layer)
 from fastdropout_nb.moments import relu_moments
 from fastdropout_nb.testing import all_masks, gauss_max_quad, gauss_quad, mask_probs, mean_var_pairs
 
@@ -245,6 +246,23 @@ def test_objective_gap_pairs_the_same_weights():
     with torch.no_grad(): one.layers[0].weight.mul_(2.0)          # the paired real net must see the same weights ...
     assert abs(objective_gap(one, X, y, n_samples=n)['logit_var_ratio'] - 1) < 5 * (2 / (n - 1)) ** 0.5
 
+
+
+@settings(max_examples=5, deadline=None)
+@given(st.integers(3, 40), st.integers(1, 6), st.floats(0.1, 0.7), st.sampled_from([1.0, 2.0, 0.5]), st.integers(0, 2**16))
+def test_variance_ratio_by_layer_is_exact_for_one_layer(n_in, n_out, p, scale, seed):
+    """One linear layer's propagated variance is exact, so the MC/propagated ratio is 1 / var_scale within five
+    standard errors of a sample variance (sqrt(2 / (S - 1)) relative; the median over units is no noisier), and the
+    MC mean is within five standard errors of the propagated mean; the same for an nn.Sequential through its twin."""
+    torch.manual_seed(seed); S = 1500; tol = 5 * (2 / (S - 1)) ** 0.5
+    X = torch.rand(10, n_in, dtype=torch.float64) + 0.1
+    one = FastDropoutMLP((n_in, n_out), p_input=p, var_scale=scale).double()
+    r = variance_ratio_by_layer(one, X, n_samples=S, seed=seed)
+    assert len(r) == 1 and abs(r[0]['var_ratio'] * scale - 1) < tol, r
+    assert r[0]['mean_error'] * scale ** 0.5 < 5 / S ** 0.5, r
+    seq = nn.Sequential(nn.Dropout(p), nn.Linear(n_in, n_out)).double()
+    assert abs(variance_ratio_by_layer(seq, X, n_samples=S, seed=seed)[0]['var_ratio'] - 1) < tol
+    with pytest.raises(ValueError, match='n_samples'): variance_ratio_by_layer(one, X, n_samples=1)
 
 # ---------------------------------------------------------------------------------------- gradients, extremes, bad input
 @settings(max_examples=6)
