@@ -28,6 +28,7 @@ lr 0.05 decayed x0.99 per epoch, seed 0) on the first 50 000 training images and
   (covfix was run with --flush-denormal)
   python benchmarks/mnist_fast_dropout_variants.py NAME --layers-only --out-dir results/variants   (from saved weights)
   Training checkpoints every epoch to OUT_DIR/NAME.ckpt and resumes from it, so --epochs can be raised later.
+  python benchmarks/mnist_fast_dropout_variants.py --time-step covfix --flush-denormal --data-dir DATA --out-dir results/variants
   python benchmarks/mnist_fast_dropout_variants.py --merge results/variants/*.json --out reports/mnist_fast_dropout_variants.json
 """
 import argparse
@@ -39,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastdropout_nb.nn import (FastDropoutLinear, FastDropoutMLP, count_errors, dropout_mlp, fast_dropout_cross_entropy, mnist_tensors,
+from fastdropout_nb.nn import (_real_and_fast, FastDropoutLinear, FastDropoutMLP, count_errors, fast_dropout_cross_entropy, mnist_tensors,
                                objective_gap, train_mlp, variance_ratio_by_layer)
 
 FIXABLE = ('hidden4', 'hidden10', 'output6', 'covfix', 'sample', 'fullcov', 'noinput')   # ReLU, plain propagation
@@ -69,8 +70,8 @@ class CovCorrected(nn.Module):
     def __init__(self, model): super().__init__(); self.inner = model
     def forward(self, x):
         l1, a1, l2, a2, l3 = self.inner.layers
-        m2, v2 = l2(a1(l1(x)))
         hm1, hv1 = a1(l1(x))
+        m2, v2 = l2((hm1, hv1))
         h2 = a2((m2, v2)); mz, vz = l3(h2)
         q2, q3 = 1 - l2.p, 1 - l3.p
         d1 = (l2.p / q2) * hm1 * hm1 + hv1 / q2                               # variances of layer 2's dropped inputs
@@ -112,13 +113,27 @@ def layer_rows(model, Xtr):
 def covfix_ratio(model, X, n_samples=200, seed=0):
     """Median over logits and rows of `X` of real dropout's logit variance (MC, the weights shared) over the
     propagated one, and over the `CovCorrected` one (ReLU nets with the plain propagation only)."""
-    real = dropout_mlp(model.sizes, model.layers[0].p, model.layers[2].p, model.activation); real.train()
-    for a, b in zip([m for m in real if isinstance(m, nn.Linear)], [m for m in model.layers if isinstance(m, FastDropoutLinear)]):
-        a.weight, a.bias = b.weight, b.bias
+    real, _ = _real_and_fast(model); real.train()
     torch.manual_seed(seed)
     v_real = torch.stack([real(X) for _ in range(n_samples)]).var(0)
     v_prop, v_fix = model(X)[1], CovCorrected(model)(X)[1]
     return dict(propagated=float((v_real / v_prop).median()), corrected=float((v_real / v_fix).median()), n_samples=n_samples, n=len(X))
+
+
+def step_seconds(X, y, out_dir, weights, n=20):
+    "Median seconds of a forward and backward pass of covfix and of plain fast dropout on the batch `X`, `y`."
+    from fastdropout_nb.arrays import no_checks
+    from fastdropout_nb.nn import default_loss
+    model, _, _ = make_variant('covfix'); model.load_state_dict(torch.load(Path(out_dir) / f'{weights}.pt'))
+    res = {}
+    with no_checks():
+        for name, net in (('covfix', CovCorrected(model)), ('fast_dropout', model)):
+            times = []
+            for i in range(n + 3):
+                t0 = time.perf_counter(); default_loss(net(X), y).backward(); times.append(time.perf_counter() - t0)
+            res[name] = sorted(times[3:])[n // 2]
+    res['ratio'] = res['covfix'] / res['fast_dropout']
+    return res
 
 
 def main(argv=None):
@@ -131,10 +146,16 @@ def main(argv=None):
     ap.add_argument('--layers-only', action='store_true', help="recompute variance_ratio_by_layer from the saved weights")
     ap.add_argument('--merge', nargs='*', help='JSON files of single variants to merge into --out')
     ap.add_argument('--out')
+    ap.add_argument('--time-step', metavar='WEIGHTS', help='seconds per training step (batch 100) of covfix and of plain fast dropout, '
+                    "with the weights saved by a run (e.g. 'covfix': OUT_DIR/covfix.pt), median of 20 after 3 warm-up steps")
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--flush-denormal', action='store_true',
                     help='flush denormal floats to zero (covfix: 7x faster on a CPU, where its tiny variance products are denormal)')
     a = ap.parse_args(argv)
+    if a.time_step:
+        torch.set_num_threads(a.threads); torch.set_flush_denormal(a.flush_denormal)
+        X, y = (t[:100] for t in mnist_tensors(a.data_dir)[:2])
+        print(json.dumps(dict(step_seconds(X, y, a.out_dir, a.time_step), flush_denormal=a.flush_denormal, threads=a.threads))); return
     if a.merge:
         rows = {json.loads(Path(f).read_text())['name']: json.loads(Path(f).read_text()) for f in a.merge}
         Path(a.out).write_text(json.dumps(rows, indent=1)); return

@@ -592,7 +592,7 @@ def mnist_experiment(kind, data_dir=None, epochs=300, n_train=None, lr=0.05, lr_
                 device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device), torch=torch.__version__)
 
 # %% ../nbs/04_nn.ipynb #d948d1a6
-def _linear_outputs(net, X, kind):
+def _outputs_of(net, X, kind):
     "The outputs of every `kind` module of `net` (in call order) on `X`."
     outs = []
     hooks = [m.register_forward_hook(lambda m, i, o: outs.append(o)) for m in net.modules() if isinstance(m, kind)]
@@ -611,13 +611,13 @@ def variance_ratio_by_layer(model, X, n_samples=200, seed=0):
     if not (isinstance(n_samples, int) and n_samples >= 2): raise ValueError(f"n_samples must be an int >= 2; got {n_samples!r}")
     check_finite(X, 'X')
     real, fast = _real_and_fast(model)
-    with no_checks(): prop = _linear_outputs(fast, X, FastDropoutLinear)
+    with no_checks(): prop = _outputs_of(fast, X, FastDropoutLinear)
     was = real.training; real.train(); s1 = s2 = None
     try:
         with torch.random.fork_rng(devices=[X.device] if X.is_cuda else []):
             torch.manual_seed(seed)
             for _ in range(n_samples):
-                outs = [o.double() for o in _linear_outputs(real, X, nn.Linear)]
+                outs = [o.double() for o in _outputs_of(real, X, nn.Linear)]
                 s1 = outs if s1 is None else [a + o for a, o in zip(s1, outs)]
                 s2 = [o * o for o in outs] if s2 is None else [a + o * o for a, o in zip(s2, outs)]
     finally: real.train(was)
