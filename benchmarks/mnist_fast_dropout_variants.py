@@ -22,9 +22,18 @@ lr 0.05 decayed x0.99 per epoch, seed 0) on the first 50 000 training images and
                       drawn as W (sqrt(d) * eps) over the last hidden layer (the paper: "sampling from the
                       input Gaussian directly")
   noinput             no input dropout (p_input 0, Wang & Manning's code default)
+  gauss               Wang & Manning's *sampled* fast dropout (their section 2.1, "sampling from the Gaussian") in every
+                      hidden layer: each unit's input is drawn once from N(mu, s^2), the Gaussian of its dropped-out sum
+                      given the layer's (sampled) input, and passed through the ReLU; the next layer's mean and variance are
+                      computed from that sample. Units downstream of one sample share it, so the covariance that the
+                      deterministic propagation drops is kept, as in real dropout; the output layer keeps the expected
+                      (unscented) cross-entropy over its own dropout. Two matrix products per layer, like fast dropout;
+                      one Gaussian number per unit instead of one Bernoulli mask per input. Predictions: moment propagation.
   tanh, sigmoid       those activations (moment formulas of chapter 04)
 
   python benchmarks/mnist_fast_dropout_variants.py NAME [--epochs 20] [--lr 0.05] --data-dir DATA --out-dir results/variants
+  --test trains on all 60 000 training images and scores the test set instead (tag NAME_test), for a variant already
+  chosen on the validation split, at an epoch count fixed beforehand (no early stopping on the test set).
   (covfix was run with --flush-denormal)
   python benchmarks/mnist_fast_dropout_variants.py NAME --layers-only --out-dir results/variants   (from saved weights)
   Training checkpoints every epoch to OUT_DIR/NAME.ckpt and resumes from it, so --epochs can be raised later.
@@ -43,8 +52,8 @@ from torch import nn
 from fastdropout_nb.nn import (_real_and_fast, FastDropoutLinear, FastDropoutMLP, count_errors, fast_dropout_cross_entropy, mnist_tensors,
                                objective_gap, train_mlp, variance_ratio_by_layer)
 
-FIXABLE = ('hidden4', 'hidden10', 'output6', 'covfix', 'sample', 'fullcov', 'noinput')   # ReLU, plain propagation
-VARIANTS = ('hidden4', 'hidden10', 'output6', 'covfix', 'meanonly', 'sample', 'fullcov', 'noinput', 'tanh', 'sigmoid')
+FIXABLE = ('hidden4', 'hidden10', 'output6', 'covfix', 'sample', 'fullcov', 'noinput', 'gauss')   # ReLU, plain propagation
+VARIANTS = ('hidden4', 'hidden10', 'output6', 'covfix', 'meanonly', 'sample', 'fullcov', 'noinput', 'tanh', 'sigmoid', 'gauss')
 
 
 class MeanOnly(nn.Module):
@@ -83,6 +92,19 @@ class CovCorrected(nn.Module):
         return mz, torch.maximum(vz + full - diag, floor)
 
 
+class GaussianSampled(nn.Module):
+    "Train a ReLU `FastDropoutMLP` by sampled fast dropout: each hidden unit's input drawn from its Gaussian, once per example."
+    def __init__(self, model): super().__init__(); self.inner = model
+    def forward(self, x):
+        if not self.training: return self.inner(x)          # predictions: the deterministic moment propagation
+        *hidden, last = [m for m in self.inner.layers if isinstance(m, FastDropoutLinear)]
+        h = x
+        for lin in hidden:
+            m, v = lin(h)                                   # h is a sample, so v is this layer's own dropout only
+            h = F.relu(m + v.clamp_min(1e-12).sqrt() * torch.randn_like(m))
+        return last(h)                                      # (mean, var) of the logits: the expected cross-entropy
+
+
 def make_variant(name):
     "The model to keep, the module to train and the loss, for variant `name` (seed 0)."
     if name not in VARIANTS: raise ValueError(f"variant must be one of {VARIANTS}; got {name!r}")
@@ -99,6 +121,7 @@ def make_variant(name):
     if name == 'sample':
         def loss_fn(out, t): return fast_dropout_cross_entropy(*out, t, method='sample', n_samples=20)
     if name == 'covfix': train_model = CovCorrected(model)
+    if name == 'gauss': train_model = GaussianSampled(model)
     if name == 'fullcov':
         train_model = FullCovLogits(model, 20)
         def loss_fn(zs, t): return F.cross_entropy(zs.reshape(-1, zs.shape[-1]), t.repeat(zs.shape[0]))
@@ -149,6 +172,7 @@ def main(argv=None):
     ap.add_argument('--time-step', metavar='WEIGHTS', help='seconds per training step (batch 100) of covfix and of plain fast dropout, '
                     "with the weights saved by a run (e.g. 'covfix': OUT_DIR/covfix.pt), median of 20 after 3 warm-up steps")
     ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument('--test', action='store_true', help='train on all 60 000 images and score the test set (tag NAME_test)')
     ap.add_argument('--flush-denormal', action='store_true',
                     help='flush denormal floats to zero (covfix: 7x faster on a CPU, where its tiny variance products are denormal)')
     a = ap.parse_args(argv)
@@ -161,10 +185,10 @@ def main(argv=None):
         Path(a.out).write_text(json.dumps(rows, indent=1)); return
     torch.set_num_threads(a.threads)
     if a.flush_denormal: torch.set_flush_denormal(True)
-    Xtr, ytr, _, _ = mnist_tensors(a.data_dir)
-    Xtr, ytr, Xva, yva = Xtr[:-10000], ytr[:-10000], Xtr[-10000:], ytr[-10000:]
+    Xtr, ytr, Xte, yte = mnist_tensors(a.data_dir)
+    Xtr, ytr, Xva, yva = (Xtr, ytr, Xte, yte) if a.test else (Xtr[:-10000], ytr[:-10000], Xtr[-10000:], ytr[-10000:])
     out = Path(a.out_dir); out.mkdir(parents=True, exist_ok=True)
-    tag = a.name + (f'_lr{a.lr:g}' if a.lr != 0.05 else '')
+    tag = a.name + (f'_lr{a.lr:g}' if a.lr != 0.05 else '') + ('_test' if a.test else '')
     model, train_model, loss_fn = make_variant(a.name)
     if a.layers_only:
         r = json.loads((out / f'{tag}.json').read_text())
@@ -176,7 +200,8 @@ def main(argv=None):
     ev = lambda m: dict(test_errors=count_errors(model, Xva, yva, method='moment'))
     hist = train_mlp(train_model, Xtr, ytr, a.epochs, lr=a.lr, lr_decay=0.99, batch_size=100, momentum=0.9, seed=0,
                      evaluate=ev, progress=False, checkpoint=out / f'{tag}.ckpt', **(dict(loss_fn=loss_fn) if loss_fn else {}))
-    r = dict(name=tag, evaluated_on='validation (the last 10 000 training images)', epochs=len(hist), lr=a.lr,
+    where = 'the test set (trained on all 60 000 training images)' if a.test else 'validation (the last 10 000 training images)'
+    r = dict(name=tag, evaluated_on=where, epochs=len(hist), lr=a.lr,
              curve=[h['test_errors'] for h in hist], loss=[h['loss'] for h in hist],
              train_loss_two_ways=objective_gap(model, Xtr[:10000], ytr[:10000]), layers=layer_rows(model, Xtr),
              logit_var_ratio_covfix=covfix_ratio(model, Xtr[:500]) if a.name in FIXABLE else None,
