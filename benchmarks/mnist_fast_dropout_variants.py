@@ -4,7 +4,7 @@ Each variant trains a `FastDropoutMLP` (p_input 0.2, p_hidden 0.5, ReLU unless n
 lr 0.05 decayed x0.99 per epoch, seed 0) on the first 50 000 training images and records the errors on the last
 10 000 (moment-propagation prediction) after every epoch, `objective_gap` on 10 000 training images, and
 `variance_ratio_by_layer` (real-dropout / propagated variance of each layer's outputs, 500 training images,
-200 masks). The test set is never used. Variants:
+200 masks). The test set is used only with --test (below). Variants:
 
   hidden4, hidden10   var_scale 4 or 10 on the hidden layers' dropout only (not on the input layer)
   output6             var_scale 6 on the output layer's dropout only (its inputs' variance is the one
@@ -25,8 +25,9 @@ lr 0.05 decayed x0.99 per epoch, seed 0) on the first 50 000 training images and
   gauss               Wang & Manning's *sampled* fast dropout (their section 2.1, "sampling from the Gaussian") in every
                       hidden layer: each unit's input is drawn once from N(mu, s^2), the Gaussian of its dropped-out sum
                       given the layer's (sampled) input, and passed through the ReLU; the next layer's mean and variance are
-                      computed from that sample. Units downstream of one sample share it, so the covariance that the
-                      deterministic propagation drops is kept, as in real dropout; the output layer keeps the expected
+                      computed from that sample. Units downstream of one sample share it, so the covariance that flows
+                      across layers is kept, but not the one within a layer (two units see the same masks on their
+                      inputs; independent per-unit samples take that as 0); the output layer keeps the expected
                       (unscented) cross-entropy over its own dropout. Two matrix products per layer, like fast dropout;
                       one Gaussian number per unit instead of one Bernoulli mask per input. Predictions: moment propagation.
   tanh, sigmoid       those activations (moment formulas of chapter 04)
