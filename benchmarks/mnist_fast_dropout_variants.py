@@ -14,6 +14,11 @@ lr 0.05 decayed x0.99 per epoch, seed 0) on the first 50 000 training images and
                       the ReLUs, J = Phi(mu/s) their expected slopes, d1 the variances of layer 2's dropped inputs),
                       so Var z_k gains w_k^T Cov(h2) w_k minus its diagonal; floored at the last layer's own
                       mask variance, (p/q) sum_j w_kj^2 E[h_j^2], a lower bound by the law of total variance
+  delta               fastdropout_nb.nn.DeltaVariance (chapter 04, "Every mask's covariance, carried to the logits"): the
+                      logits' variance with every mask's covariance, the law of total variance from the output down
+                      with each hidden layer linearised at its expected slopes Phi(mu/s); covfix plus the input masks'
+                      covariance (Var z = sum_l rho_l sum_i (T_l)_ki^2 E[a_{l-1,i}^2], T_l the logits' Jacobian with
+                      respect to layer l's dropped inputs); run with --flush-denormal --threads 2
   meanonly            each layer sees only its own dropout noise: the incoming variance is set to 0 after
                       every activation (as in Wang & Manning's code, which propagates the means only)
   sample              the expected softmax cross-entropy by 20 Gaussian samples of the logits (independent)
@@ -39,6 +44,7 @@ lr 0.05 decayed x0.99 per epoch, seed 0) on the first 50 000 training images and
   python benchmarks/mnist_fast_dropout_variants.py NAME --layers-only --out-dir results/variants   (from saved weights)
   Training checkpoints every epoch to OUT_DIR/NAME.ckpt and resumes from it, so --epochs can be raised later.
   python benchmarks/mnist_fast_dropout_variants.py --time-step covfix --flush-denormal --data-dir DATA --out-dir results/variants
+  python benchmarks/mnist_fast_dropout_variants.py --time-step delta_test --flush-denormal --data-dir DATA --out-dir results/variants
   python benchmarks/mnist_fast_dropout_variants.py --merge results/variants/*.json --out reports/mnist_fast_dropout_variants.json
 """
 import argparse
@@ -50,11 +56,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastdropout_nb.nn import (_real_and_fast, FastDropoutLinear, FastDropoutMLP, count_errors, fast_dropout_cross_entropy, mnist_tensors,
+from fastdropout_nb.nn import (_real_and_fast, DeltaVariance, FastDropoutLinear, FastDropoutMLP, count_errors, fast_dropout_cross_entropy, mnist_tensors,
                                objective_gap, train_mlp, variance_ratio_by_layer)
 
-FIXABLE = ('hidden4', 'hidden10', 'output6', 'covfix', 'sample', 'fullcov', 'noinput', 'gauss')   # ReLU, plain propagation
-VARIANTS = ('hidden4', 'hidden10', 'output6', 'covfix', 'meanonly', 'sample', 'fullcov', 'noinput', 'tanh', 'sigmoid', 'gauss')
+FIXABLE = ('hidden4', 'hidden10', 'output6', 'covfix', 'delta', 'sample', 'fullcov', 'noinput', 'gauss')   # ReLU, plain propagation
+VARIANTS = ('hidden4', 'hidden10', 'output6', 'covfix', 'delta', 'meanonly', 'sample', 'fullcov', 'noinput', 'tanh', 'sigmoid', 'gauss')
 
 
 class MeanOnly(nn.Module):
@@ -122,6 +128,7 @@ def make_variant(name):
     if name == 'sample':
         def loss_fn(out, t): return fast_dropout_cross_entropy(*out, t, method='sample', n_samples=20)
     if name == 'covfix': train_model = CovCorrected(model)
+    if name == 'delta': train_model = DeltaVariance(model)
     if name == 'gauss': train_model = GaussianSampled(model)
     if name == 'fullcov':
         train_model = FullCovLogits(model, 20)
@@ -136,27 +143,31 @@ def layer_rows(model, Xtr):
 @torch.no_grad()
 def covfix_ratio(model, X, n_samples=200, seed=0):
     """Median over logits and rows of `X` of real dropout's logit variance (MC, the weights shared) over the
-    propagated one, and over the `CovCorrected` one (ReLU nets with the plain propagation only)."""
+    propagated one, over the `CovCorrected` one and over `delta_moments`'s (ReLU nets with the plain propagation only)."""
     real, _ = _real_and_fast(model); real.train()
     torch.manual_seed(seed)
     v_real = torch.stack([real(X) for _ in range(n_samples)]).var(0)
-    v_prop, v_fix = model(X)[1], CovCorrected(model)(X)[1]
-    return dict(propagated=float((v_real / v_prop).median()), corrected=float((v_real / v_fix).median()), n_samples=n_samples, n=len(X))
+    v_prop, v_fix, v_delta = model(X)[1], CovCorrected(model)(X)[1], DeltaVariance(model)(X)[1]
+    return dict(propagated=float((v_real / v_prop).median()), corrected=float((v_real / v_fix).median()),
+                delta=float((v_real / v_delta).median()), n_samples=n_samples, n=len(X))
 
 
 def step_seconds(X, y, out_dir, weights, n=20):
-    "Median seconds of a forward and backward pass of covfix and of plain fast dropout on the batch `X`, `y`."
+    "Median seconds of a forward and backward pass of covfix, delta, plain fast dropout and real (MC) dropout on the batch `X`, `y`."
     from fastdropout_nb.arrays import no_checks
     from fastdropout_nb.nn import default_loss
     model, _, _ = make_variant('covfix'); model.load_state_dict(torch.load(Path(out_dir) / f'{weights}.pt'))
+    real = _real_and_fast(model)[0].train()                     # the real dropout net with the same weights
     res = {}
     with no_checks():
-        for name, net in (('covfix', CovCorrected(model)), ('fast_dropout', model)):
+        for name, net, loss in (('covfix', CovCorrected(model), default_loss), ('delta', DeltaVariance(model), default_loss),
+                                ('fast_dropout', model, default_loss), ('mc_dropout', real, F.cross_entropy)):
             times = []
             for i in range(n + 3):
-                t0 = time.perf_counter(); default_loss(net(X), y).backward(); times.append(time.perf_counter() - t0)
+                t0 = time.perf_counter(); loss(net(X), y).backward(); times.append(time.perf_counter() - t0)
             res[name] = sorted(times[3:])[n // 2]
-    res['ratio'] = res['covfix'] / res['fast_dropout']
+    res['ratio'] = res['covfix'] / res['fast_dropout']; res['delta_ratio'] = res['delta'] / res['fast_dropout']
+    res['delta_over_mc'] = res['delta'] / res['mc_dropout']
     return res
 
 
@@ -170,7 +181,7 @@ def main(argv=None):
     ap.add_argument('--layers-only', action='store_true', help="recompute variance_ratio_by_layer from the saved weights")
     ap.add_argument('--merge', nargs='*', help='JSON files of single variants to merge into --out')
     ap.add_argument('--out')
-    ap.add_argument('--time-step', metavar='WEIGHTS', help='seconds per training step (batch 100) of covfix and of plain fast dropout, '
+    ap.add_argument('--time-step', metavar='WEIGHTS', help='seconds per training step (batch 100) of covfix, delta, plain fast dropout and real dropout, '
                     "with the weights saved by a run (e.g. 'covfix': OUT_DIR/covfix.pt), median of 20 after 3 warm-up steps")
     ap.add_argument('--threads', type=int, default=1)
     ap.add_argument('--test', action='store_true', help='train on all 60 000 images and score the test set (tag NAME_test)')

@@ -1,6 +1,7 @@
 """Moment-propagating PyTorch layers (`FastDropoutLinear`, `MomentReLU`/`Sigmoid`/`Tanh`), the three
 fast-dropout losses, `FastDropoutMLP`, and `moment_propagation`, which turns an ordinary trained
-dropout net (fully connected or convolutional) into a deterministic predictor of its Monte Carlo-averaged output.
+dropout net (fully connected or convolutional) into a deterministic predictor of its Monte Carlo-averaged output;
+and `delta_moments`, the variance of a ReLU net's outputs with every mask's covariance carried to them.
 
 Docs: https://fastdropout-nb.github.io/fastdropout_nb/nn.html.md"""
 
@@ -28,7 +29,7 @@ __all__ = ['PAPER_MNIST_ERRORS', 'MNIST_SIZES', 'as_pair', 'FastDropoutLinear', 
            'fast_dropout_mse', 'fast_dropout_cross_entropy', 'MomentDeterministic', 'MomentConv', 'max_moments',
            'MomentMaxPool2d', 'MomentOutput', 'moment_propagation', 'default_loss', 'train_mlp', 'predict_proba',
            'count_errors', 'mnist_tensors', 'make_mnist_model', 'objective_gap', 'mnist_experiment',
-           'variance_ratio_by_layer']
+           'variance_ratio_by_layer', 'relu_slope', 'delta_moments', 'DeltaVariance']
 
 # %% ../nbs/04_nn.ipynb #3b385d50
 def as_pair(x):
@@ -630,3 +631,44 @@ def variance_ratio_by_layer(model, X, n_samples=200, seed=0):
         rows.append(dict(layer=k + 1, var_ratio=float(ratio.median()), var_ratio_q10=float(ratio.quantile(0.1)),
                          var_ratio_q90=float(ratio.quantile(0.9)), mean_error=float(err.median()), n_units=int(keep.sum())))
     return rows
+
+# %% ../nbs/04_nn.ipynb #f5b7a059
+def relu_slope(mean, var):
+    "The expected slope of a ReLU at a Gaussian input, P(U > 0) = Φ(μ/s): d E[max(U, 0)] / dμ (1/2 at μ = s = 0)."
+    return torch.special.ndtr(mean / var.clamp_min(1e-12).sqrt())
+
+def delta_moments(model, x):
+    """The outputs' `(mean, var)` of a ReLU `FastDropoutMLP` over all its dropout masks, with every mask's covariance
+    carried to the outputs: the law of total variance from the output layer down, each hidden layer linearised at
+    its expected slopes (`relu_slope`). Var z_k = Σ_l ρ_l Σ_i (T_l)_ki² E[a_{l-1,i}²] (+ Σ_i v_i (T_1)_ki² for an
+    input of variance v), ρ_l = var_scale p_l / q_l, T_L = W_L, T_l = T_{l+1} diag(J_l) W_l. The means are the propagated ones."""
+    if not isinstance(model, FastDropoutMLP) or model.activation != 'relu':
+        raise ValueError(f"model must be a FastDropoutMLP with activation 'relu'; got {type(model).__name__}"
+                         + (f" with activation {model.activation!r}" if isinstance(model, FastDropoutMLP) else ''))
+    mean, var = as_pair(x)
+    if mean.ndim > 2: mean, var = mean.flatten(1), (None if var is None else var.flatten(1))
+    lins = [m for m in model.layers if isinstance(m, FastDropoutLinear)]
+    acts = [m for m in model.layers if not isinstance(m, FastDropoutLinear)]
+    inputs, pre, h = [], [], (mean, var)
+    for i, lin in enumerate(lins):                                               # the propagation, keeping every layer's
+        inputs.append(h); pre.append(lin(h if h[1] is not None else h[0]))      # input and pre-activation moments
+        if i < len(lins) - 1: h = acts[i](pre[-1])
+    slopes = [relu_slope(*u) for u in pre[:-1]]
+    W = lins[-1].weight; T, Ts = (W if mean.ndim == 1 else W[None]), []
+    for i in range(len(lins) - 2, -1, -1):                                       # d z / d (layer i's dropped inputs), (batch, K, H_i)
+        T = (T * slopes[i][..., None, :]) @ lins[i].weight; Ts.append((i, T))
+    second = lambda m, v: m * m if v is None else m * m + v                      # E[a²] of a layer's inputs
+    rho = [lin.var_scale * lin.p / (1 - lin.p) for lin in lins]
+    out = rho[-1] * second(*inputs[-1]) @ (W ** 2).t()                           # the output layer's own masks
+    for i, T in Ts: out = out + rho[i] * (T * T * second(*inputs[i])[..., None, :]).sum(-1)
+    if var is not None: out = out + (T * T * var[..., None, :]).sum(-1)
+    return pre[-1][0], out
+
+class DeltaVariance(nn.Module):
+    "A ReLU `FastDropoutMLP` whose outputs' variance is `delta_moments`'s (every mask's covariance), for training or prediction."
+    def __init__(self, model):
+        super().__init__()
+        if not isinstance(model, FastDropoutMLP) or model.activation != 'relu':
+            delta_moments(model, None)                                           # raises the ValueError naming the model
+        self.model = model
+    def forward(self, x): return delta_moments(self.model, x)
