@@ -637,14 +637,17 @@ def relu_slope(mean, var):
     "The expected slope of a ReLU at a Gaussian input, P(U > 0) = Φ(μ/s): d E[max(U, 0)] / dμ (1/2 at μ = s = 0)."
     return torch.special.ndtr(mean / var.clamp_min(1e-12).sqrt())
 
+def _check_relu_mlp(model):
+    if not isinstance(model, FastDropoutMLP) or model.activation != 'relu':
+        raise ValueError(f"model must be a FastDropoutMLP with activation 'relu'; got {type(model).__name__}"
+                         + (f" with activation {model.activation!r}" if isinstance(model, FastDropoutMLP) else ''))
+
 def delta_moments(model, x):
     """The outputs' `(mean, var)` of a ReLU `FastDropoutMLP` over all its dropout masks, with every mask's covariance
     carried to the outputs: the law of total variance from the output layer down, each hidden layer linearised at
     its expected slopes (`relu_slope`). Var z_k = Σ_l ρ_l Σ_i (T_l)_ki² E[a_{l-1,i}²] (+ Σ_i v_i (T_1)_ki² for an
     input of variance v), ρ_l = var_scale p_l / q_l, T_L = W_L, T_l = T_{l+1} diag(J_l) W_l. The means are the propagated ones."""
-    if not isinstance(model, FastDropoutMLP) or model.activation != 'relu':
-        raise ValueError(f"model must be a FastDropoutMLP with activation 'relu'; got {type(model).__name__}"
-                         + (f" with activation {model.activation!r}" if isinstance(model, FastDropoutMLP) else ''))
+    _check_relu_mlp(model)
     mean, var = as_pair(x)
     if mean.ndim > 2: mean, var = mean.flatten(1), (None if var is None else var.flatten(1))
     lins = [m for m in model.layers if isinstance(m, FastDropoutLinear)]
@@ -667,8 +670,5 @@ def delta_moments(model, x):
 class DeltaVariance(nn.Module):
     "A ReLU `FastDropoutMLP` whose outputs' variance is `delta_moments`'s (every mask's covariance), for training or prediction."
     def __init__(self, model):
-        super().__init__()
-        if not isinstance(model, FastDropoutMLP) or model.activation != 'relu':
-            delta_moments(model, None)                                           # raises the ValueError naming the model
-        self.model = model
+        super().__init__(); _check_relu_mlp(model); self.model = model
     def forward(self, x): return delta_moments(self.model, x)
