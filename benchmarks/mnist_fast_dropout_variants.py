@@ -49,6 +49,7 @@ lr 0.05 decayed x0.99 per epoch, seed 0) on the first 50 000 training images and
 """
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -217,7 +218,7 @@ def main(argv=None):
              curve=[h['test_errors'] for h in hist], loss=[h['loss'] for h in hist],
              train_loss_two_ways=objective_gap(model, Xtr[:10000], ytr[:10000]), layers=layer_rows(model, Xtr),
              logit_var_ratio_covfix=covfix_ratio(model, Xtr[:500]) if a.name in FIXABLE else None,
-             seconds=time.time() - t0, torch=torch.__version__, threads=a.threads,
+             seconds=time.time() - t0, torch=torch.__version__, threads=a.threads, command='python ' + ' '.join(sys.argv),
              flush_denormal=a.flush_denormal)
     torch.save(model.state_dict(), out / f'{tag}.pt')
     (out / f'{tag}.json').write_text(json.dumps(r)); print(json.dumps(r))

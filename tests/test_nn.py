@@ -297,6 +297,20 @@ def test_delta_exact_for_linear_nets(seed, sizes, p_in, p_h):
     assert (delta_moments(net, x[None])[1] == 0).all()
 
 
+
+@settings(max_examples=20)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([(4, 5, 3), (3, 4, 2)]), st.floats(0.05, 0.8), st.floats(0.05, 0.8))
+def test_delta_exact_with_input_variance(seed, sizes, p_in, p_h):
+    "An input of independent variance v: one hidden layer is exact, enumerating the masks and two-point inputs m ± sqrt(v)."
+    net, m = linear_regime_net(seed, sizes, p_in, p_h)
+    v = torch.rand(sizes[0], generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64) * 4
+    signs = all_masks(sizes[0]) * 2 - 1                                  # every two-point input, each of probability 2**-n
+    zs = [real_dropout(net, m + torch.tensor(sg) * v.sqrt()) for sg in signs]
+    em = np.mean([z[-1][0] for z in zs], axis=0)
+    ev = np.mean([z[-1][1] + (z[-1][0] - em) ** 2 for z in zs], axis=0)   # law of total variance over the inputs
+    dm, dv = (t.detach().numpy()[0] for t in delta_moments(net, (m[None], v[None])))
+    assert np.allclose(dm, em, rtol=1e-12) and np.allclose(dv, ev, rtol=1e-9, atol=0), (dv, ev)
+
 def test_delta_catches_what_the_propagation_misses():
     "On the linear nets above the plain propagation is off (shared masks), and so is delta without the input layer's masks."
     net, x = linear_regime_net(0, (4, 5, 3), 0.4, 0.3)
