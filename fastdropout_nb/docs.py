@@ -10,9 +10,9 @@ import contextlib, html, json, os, re, shutil, subprocess, tarfile, tempfile, ti
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['MATHJAX_ENV', 'MATHJAX_JS', 'MATHJAX_PARTS', 'MATHJAX_CONFIG', 'PAGE_CSS', 'PAGE_TEMPLATE', 'project_root',
-           'doc_notebooks', 'page_name', 'apply_cell_options', 'process_nb', 'build_readme', 'mathjax_cache',
-           'fetch_mathjax', 'find_mathjax', 'copy_mathjax', 'build_docs']
+__all__ = ['PARTS', 'MATHJAX_ENV', 'MATHJAX_JS', 'MATHJAX_PARTS', 'MATHJAX_CONFIG', 'PAGE_CSS', 'PAGE_TEMPLATE', 'project_root',
+           'doc_part', 'doc_notebooks', 'page_name', 'apply_cell_options', 'process_nb', 'build_readme',
+           'mathjax_cache', 'fetch_mathjax', 'find_mathjax', 'copy_mathjax', 'build_docs']
 
 # %% ../nbs/97_docs.ipynb #b089c9e5
 def project_root(root=None) -> Path:
@@ -31,10 +31,25 @@ def _working_dir(path):
         if had is None: os.environ.pop('IN_TEST', None)
         else: os.environ['IN_TEST'] = had
 
+PARTS = {0: '', 1: 'Chapters', 2: 'Experiments', 3: 'Appendices'}
+
+def _title(nb_path) -> str:
+    "The first `# heading` of a notebook, or ''."
+    for cell in json.loads(Path(nb_path).read_text(encoding='utf-8')).get('cells', []):
+        if cell['cell_type'] == 'markdown' and (m := re.search(r'^#\s+(.+)$', ''.join(cell['source']), re.M)): return m[1]
+    return ''
+
+def doc_part(nb_path) -> int:
+    "Which part of the docs a notebook belongs to: 0 the index, 1 chapters (00–09), 2 experiments (10–89), 3 appendices."
+    name = Path(nb_path).name
+    if name == 'index.ipynb': return 0
+    n = int(m[1]) if (m := re.match(r'(\d+)', name)) else 90
+    return 1 if n < 10 else 2 if n < 90 else 3
+
 def doc_notebooks(nbs_path) -> list:
-    "The notebooks of `nbs_path` in reading order: `index.ipynb` first, then by name (so by number)."
+    "The notebooks of `nbs_path` in reading order: the index, chapters and experiments by number, appendices by title (A, B, …)."
     nbs = [p for p in Path(nbs_path).glob('*.ipynb') if p.name[0] not in '._']
-    return sorted(nbs, key=lambda p: (p.name != 'index.ipynb', p.name))
+    return sorted(nbs, key=lambda p: (doc_part(p), _title(p) if doc_part(p) == 3 else '', p.name))
 
 def page_name(nb_path) -> str:
     "The HTML page of a notebook, named as nbdev and Quarto name it (`98_arrays.ipynb` -> `arrays.html`)."
@@ -234,6 +249,7 @@ body.jp-Notebook { margin: 0; padding: 0; overflow: visible; }
   background: #f7f7f9; border-right: 1px solid #ddd; font: 0.9rem/1.35 system-ui, sans-serif; box-sizing: border-box; }
 .fdnb-side ol { list-style: none; padding-left: 0; margin: 0; }
 .fdnb-side li { margin: 0.15rem 0; }
+.fdnb-side li.part { margin: 0.9rem 0 0.2rem; padding: 0 0.4rem; color: #888; font-size: 0.75rem; text-transform: uppercase; letter-spacing: 0.05em; }
 .fdnb-side a { color: #2c3e50; text-decoration: none; display: block; padding: 0.2rem 0.4rem; border-radius: 4px; }
 .fdnb-side a:hover { background: #e8ecf0; }
 .fdnb-side a.current { background: #2c3e50; color: #fff; }
@@ -283,8 +299,10 @@ def _jupyter_css(exporter) -> str:
 
 def _nav(site_title, chapters, current, toc):
     "The top bar and the sidebar: every chapter, with this page's sections under it."
-    items = []
-    for page, title in chapters:
+    items, group = [], None
+    for page, title, *part in chapters:                        # (page, title) or (page, title, part)
+        if part and PARTS.get(part[0]) and part[0] != group: items.append(f'<li class="part">{PARTS[part[0]]}</li>')
+        group = part[0] if part else group
         cls, sub = (' class="current"' if page == current else ''), ''
         if page == current and toc:
             sub = '<ol class="toc">' + ''.join(f'<li><a href="#{_esc(i)}">{_esc(t)}</a></li>' for i, t in toc) + '</ol>'
@@ -330,8 +348,8 @@ def build_docs(out=None, root=None, mathjax=None, notebooks=None, progress=print
     (out/'_static').mkdir(exist_ok=True)
     (out/'_static'/'jupyter.css').write_text(_jupyter_css(exp), encoding='utf-8')
     (out/'_static'/'site.css').write_text(PAGE_CSS, encoding='utf-8')
-    chapters = [(page_name(p), nb.metadata['title']) for p, nb in processed]
-    pages = {c for c, _ in chapters}
+    chapters = [(page_name(p), nb.metadata['title'], doc_part(p)) for p, nb in processed]
+    pages = {c[0] for c in chapters}
     site_title = str(cfg.get('title', '') or cfg.get('lib_name', '') or 'docs')
     doc_url = str(cfg.get('doc_url', '') or '')
     for old in out.glob('*.html'):                             # pages of notebooks that are gone
@@ -345,7 +363,7 @@ def build_docs(out=None, root=None, mathjax=None, notebooks=None, progress=print
         body = _html_links(body.replace('@@FDNB_NAV@@', _nav(site_title, chapters, page, toc), 1), pages, doc_url)
         (out/page).write_text(body, encoding='utf-8')
     if 'index.html' not in pages:                               # no index notebook: a contents page
-        items = ''.join(f'<li><a href="{_esc(c)}">{_esc(t)}</a></li>' for c, t in chapters)
+        items = ''.join(f'<li><a href="{_esc(c)}">{_esc(t)}</a></li>' for c, t, _ in chapters)
         (out/'index.html').write_text(
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="fastdropout_nb.docs">'
             f'<title>{_esc(site_title)}</title><link rel="stylesheet" href="_static/site.css"></head>\n<body>'
