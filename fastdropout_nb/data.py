@@ -13,7 +13,7 @@ import urllib.parse, urllib.request, warnings, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-from .progress import ProgressBar
+from .progress import progress_bar
 
 # %% auto #0
 __all__ = ['ENV_VAR', 'REGISTRY', 'TEXT_DATASETS', 'USER_AGENT', 'PROTOCOLS', 'NBSVM_TOKEN_PATTERN', 'data_dir', 'Source',
@@ -297,8 +297,8 @@ def _download(url, folder, timeout=60.0, bar=True):
             size = r.headers.get('Content-Length')
             n = 0
             total = int(size) if size is not None and size.isdigit() else None
-            with ProgressBar(total, f'download {url.rsplit("/", 1)[-1]}', enabled=None if bar else False,
-                             unit='MB', scale=1e6) as pb:
+            with progress_bar(total, f'download {url.rsplit("/", 1)[-1]}', None if bar else False,
+                              unit='B', unit_scale=True) as pb:
                 for chunk in iter(lambda: r.read(1 << 20), b''):
                     fd.write(chunk); h.update(chunk); n += len(chunk); pb.update(len(chunk))
         if size is not None and int(size) != n:
@@ -335,7 +335,7 @@ def _stage_files(spec, src, stage, wanted):
     out = {}
     todo = [(rel, remote) for rel, remote in members
             if wanted is None or any(rel == w or rel.startswith(w + '/') for w in wanted)]
-    with ProgressBar(len(todo), f'download {spec.name}', enabled=None if len(todo) > 1 else False) as pb:
+    with progress_bar(len(todo), f'download {spec.name}', None if len(todo) > 1 else False) as pb:
         for rel, remote in todo:
             dest = stage / _safe_rel(rel)
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -352,7 +352,7 @@ def _stage_files(spec, src, stage, wanted):
 def _tar_members(path, desc):
     "Yield (tarfile, member) for every member of the (compressed) tar archive at `path`, with a bar over its bytes read."
     with open(path, 'rb') as f, tarfile.open(fileobj=f, mode='r:*') as t, \
-         ProgressBar(os.fstat(f.fileno()).st_size, desc, unit='MB', scale=1e6) as pb:
+         progress_bar(os.fstat(f.fileno()).st_size, desc, unit='B', unit_scale=True) as pb:
         for m in t:
             yield t, m
             pb.update(f.tell() - pb.n)
@@ -360,7 +360,7 @@ def _tar_members(path, desc):
 def _iter_archive(path, kind):
     "Yield (member name, reader) for the regular files of a tar or zip archive (a bar over its members or bytes)."
     if kind == 'zip':
-        with zipfile.ZipFile(path) as z, ProgressBar(len(z.infolist()), f'read {Path(path).name}') as pb:
+        with zipfile.ZipFile(path) as z, progress_bar(len(z.infolist()), f'read {Path(path).name}') as pb:
             for i in z.infolist():
                 if not i.is_dir(): yield i.filename, (lambda i=i: z.read(i))
                 pb.update()

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from .testing import all_masks, mask_probs, MAX_ENUM
-from .progress import ProgressBar
+from .progress import progress_bar
 
 # %% auto #0
 __all__ = ['DROPOUT_TYPES', 'OUTPUTS', 'PAPER_MNIST', 'dropout_modules', 'dropout_mode', 'seeded', 'to_output',
@@ -107,7 +107,7 @@ def mc_predict(model, x, n_samples=100, output='probs', seed=None, batch_size=No
         raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}")
     batches = _batches(x, batch_size)
     with torch.no_grad(), dropout_mode(model, sample=True), seeded(seed, getattr(x, 'device', None)), \
-         ProgressBar(len(batches), f'MC-{int(n_samples)} predict', enabled=None if progress is None else bool(progress)) as bar:
+         progress_bar(len(batches), f'MC-{int(n_samples)} predict', progress) as bar:
         outs = []
         for b in batches:
             acc = to_output(_forward(model, b), output)
@@ -361,13 +361,13 @@ def distill(teacher, student, unlabelled, loss='kl', epochs=10, lr=1e-3, perturb
     settings = dict(epochs=int(epochs), lr=lr, batch_size=int(batch_size), perturb=perturb, seed=seed, loss=_name(loss),
                     target=_name(target), output=output, optimizer=_name(optimizer), weight_decay=weight_decay,
                     milestones=list(milestones), n=len(unlabelled) if torch.is_tensor(unlabelled) else None)
-    bar = ProgressBar(int(epochs), 'distill', enabled=False if report is not None else (None if progress is None else bool(progress)))
+    bar = progress_bar(int(epochs), 'distill', False if report is not None else progress)
     checked = False
     flags = [(m, m.training) for m in student.modules()]
     try:
         with seeded(seed, device):
             history = _resume(checkpoint, settings, student, opt, sched, gen, device)
-            if history: bar.update(len(history), info=f"resumed after epoch {len(history)}")
+            if history: bar.set_postfix_str(f"resumed after epoch {len(history)}", refresh=False); bar.update(len(history))
             for epoch in range(len(history), int(epochs)):
                 student.train()
                 for d in dropout_modules(student): d.eval()
@@ -397,7 +397,7 @@ def distill(teacher, student, unlabelled, loss='kl', epochs=10, lr=1e-3, perturb
                 history.append(rec)
                 if checkpoint is not None: _save_checkpoint(checkpoint, settings, student, opt, sched, gen, device, history)
                 if report: report(rec)
-                bar.update(info=f"loss {rec['loss']:.5f}")
+                bar.set_postfix_str(f"loss {rec['loss']:.5f}", refresh=False); bar.update()
     except BaseException:
         for m, f in flags: m.training = f
         raise
@@ -439,9 +439,9 @@ def train_classifier(model, X, y, epochs=100, lr=1e-3, batch_size=64, seed=0, op
     gen, device = torch.Generator().manual_seed(seed), next(model.parameters()).device
     settings = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, optimizer=_name(optimizer),
                     weight_decay=weight_decay, milestones=list(milestones), n=len(X))
-    with seeded(seed, device), ProgressBar(epochs, 'train', enabled=None if progress is None else bool(progress)) as bar:
+    with seeded(seed, device), progress_bar(epochs, 'train', progress) as bar:
         history = _resume(checkpoint, settings, model, opt, sched, gen, device)
-        if history: bar.update(len(history), info=f"resumed after epoch {len(history)}")
+        if history: bar.set_postfix_str(f"resumed after epoch {len(history)}", refresh=False); bar.update(len(history))
         model.train()
         for epoch in range(len(history), epochs):
             idx, loss = torch.randperm(len(X), generator=gen), torch.tensor(float('nan'))
@@ -452,7 +452,7 @@ def train_classifier(model, X, y, epochs=100, lr=1e-3, batch_size=64, seed=0, op
             sched.step()
             history.append(dict(epoch=epoch + 1, loss=float(loss.detach())))
             if checkpoint is not None: _save_checkpoint(checkpoint, settings, model, opt, sched, gen, device, history)
-            bar.update(info=f"last batch loss {history[-1]['loss']:.4f}")
+            bar.set_postfix_str(f"last batch loss {history[-1]['loss']:.4f}", refresh=False); bar.update()
     return model.eval()
 
 def scores(probs, y):

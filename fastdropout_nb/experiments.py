@@ -11,7 +11,7 @@ import json, os, re, tempfile, time
 from pathlib import Path
 import numpy as np
 from scipy.special import expit as _expit, log_expit as _logexpit
-from .progress import ProgressBar
+from .progress import progress_bar
 
 # %% auto #0
 __all__ = ['PAPER', 'BOUNDS', 'LR_METHODS', 'LR_TUNED', 'LR_PAPER_ROW', 'LR_DETERMINISTIC', 'LR_PAPER_METHODS', 'NN_KINDS',
@@ -331,7 +331,7 @@ def lr_cells(store, quick=True, data_dir=None, seed=0, plan=None, progress=print
             progress(f'  {name}: data not found under {root}: skipped'); continue
         load, folds = got
         folds = folds[:n_folds] if n_folds else folds
-        with ProgressBar(len(folds) * len(methods), f'LR {name}') as bar:     # drawn on a terminal only
+        with progress_bar(len(folds) * len(methods), f'LR {name}') as bar:     # drawn on a terminal only
             for k, (tr, te) in enumerate(folds):
                 cache = {}
                 def compute(method):
@@ -342,9 +342,9 @@ def lr_cells(store, quick=True, data_dir=None, seed=0, plan=None, progress=print
                     t0 = time.time()
                     r = store.cell(table, cell, lambda: compute(method), key=key_of(method))
                     out.setdefault((name, method), []).append(r)
-                    bar.write(progress, f'  {name:13s} {method:17s} fold {k + 1}/{len(folds)}: accuracy {r["accuracy"]:.4f}, '
+                    with bar.external_write_mode(): progress(f'  {name:13s} {method:17s} fold {k + 1}/{len(folds)}: accuracy {r["accuracy"]:.4f}, '
                               f'fit {r["fit_seconds"]:7.2f} s ({time.time() - t0:.1f} s with features)')
-                    bar.update(info=method)
+                    bar.set_postfix_str(method, refresh=False); bar.update()
     return out
 
 def lr_summary(cells):

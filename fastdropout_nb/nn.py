@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from .data import load_mnist
 from .arrays import check_var, check_rate, check_finite, checks_enabled, no_checks
-from .progress import ProgressBar
+from .progress import progress_bar
 from .moments import (relu_moments, sigmoid_mean, sigmoid_var, tanh_moments, logsigmoid_mean,
                                     squared_error_mean, softmax_mean, unscented_points)
 
@@ -452,7 +452,7 @@ def train_mlp(model, X, y, epochs, lr=0.05, batch_size=100, momentum=0.9, weight
         _check_settings(checkpoint, state.get('settings'), settings)
         model.load_state_dict(state['model']); opt.load_state_dict(state['optimizer']); history = state['history']
     if history and until is not None and until(history[-1]): return history
-    bar = ProgressBar(int(epochs), 'train', enabled=(None if progress is None else bool(progress)) if rank == 0 else False)
+    bar = progress_bar(int(epochs), 'train', progress if rank == 0 else False)
     bar.n = len(history)
     n, wall = len(X), (history[-1]['wall'] if history else 0.0)
     for epoch in range(len(history), epochs):
@@ -480,7 +480,7 @@ def train_mlp(model, X, y, epochs, lr=0.05, batch_size=100, momentum=0.9, weight
         history.append(record)
         if checkpoint is not None and rank == 0:
             _save_atomic(dict(settings=settings, model=model.state_dict(), optimizer=opt.state_dict(), history=history), checkpoint)
-        bar.update(info=' '.join(f'{k} {v:.4g}' for k, v in record.items() if isinstance(v, float) and k not in ('wall', 'lr')))
+        bar.set_postfix_str(' '.join(f'{k} {v:.4g}' for k, v in record.items() if isinstance(v, float) and k not in ('wall', 'lr')), refresh=False); bar.update()
         if until is not None and until(record): break
     bar.close()
     return history

@@ -1,4 +1,4 @@
-"""Progress bars (appendix `progress`): drawn on a terminal, silent in logs.
+"""Progress bars (appendix `progress`, tqdm): drawn on a terminal, silent in logs.
 
 A child process trains a tiny net with `train_mlp`, distils it with `distill`, trains it with `train_classifier`
 and predicts with `mc_predict` (all with their default `progress=None`), once with standard error on a
@@ -33,8 +33,9 @@ def _run(stderr_tty, env_extra=None):
         r = subprocess.run([sys.executable, '-c', CHILD], capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
         return r.stdout, r.stderr
-    import pty
+    import fcntl, pty, struct, termios
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 24, 100, 0, 0))   # a terminal has a size (tqdm draws to its width)
     try:
         p = subprocess.Popen([sys.executable, '-c', CHILD], stdout=subprocess.PIPE, stderr=slave, env=env)
         os.close(slave)
