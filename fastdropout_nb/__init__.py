@@ -11,7 +11,7 @@ Modules:
 - `fastdropout_nb.logistic`: The objective that dropout training of logistic regression implies, its Gaussian, quadrature and closed-form approximations with their gradients checked against every dropout mask, the multinomial case, and a scikit-learn estimator.
 - `fastdropout_nb.moments`: Mean and variance of sigmoid, log-sigmoid, tanh, ReLU and softmax of a Gaussian input, exact where possible and approximated in closed form otherwise, each with its error measured against quadrature.
 - `fastdropout_nb.nn`: Moment-propagating PyTorch layers (`FastDropoutLinear`, `MomentReLU`/`Sigmoid`/`Tanh`), the three fast-dropout losses, `FastDropoutMLP`, and `moment_propagation`, which turns an ordinary trained dropout net (fully connected or convolutional) into a deterministic predictor of its Monte Carlo-averaged output; and `delta_moments`, the variance of a ReLU net's outputs with every mask's covariance carried to them.
-- `fastdropout_nb.progress`: One small bar for every long loop (epochs, folds, table cells): redrawn in place on a terminal, silent when the output goes to a file, a pipe or CI.
+- `fastdropout_nb.progress`: Every long loop of the package (training epochs, Monte Carlo prediction batches, table cells, downloads) reports through a `tqdm` bar: drawn on a terminal, silent in a log, a pipe or CI.
 - `fastdropout_nb.testing`: Hypothesis profiles, Monte Carlo tolerances derived from standard errors, exact enumeration of dropout masks, and adaptive quadrature for 1-D Gaussian expectations."""
 
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
-"""One small bar for every long loop (epochs, folds, table cells): redrawn in place on a terminal,
-silent when the output goes to a file, a pipe or CI.
+"""Every long loop of the package (training epochs, Monte Carlo prediction batches, table cells,
+downloads) reports through a `tqdm` bar: drawn on a terminal, silent in a log, a pipe or CI.
 
 Docs: https://fastdropout-nb.github.io/fastdropout_nb/progress.html.md"""
 
