@@ -12,7 +12,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['PARTS', 'MATHJAX_ENV', 'MATHJAX_JS', 'MATHJAX_PARTS', 'MATHJAX_CONFIG', 'PAGE_CSS', 'PAGE_TEMPLATE', 'project_root',
            'doc_part', 'doc_notebooks', 'page_name', 'apply_cell_options', 'process_nb', 'build_readme',
-           'mathjax_cache', 'fetch_mathjax', 'find_mathjax', 'copy_mathjax', 'build_docs']
+           'mathjax_cache', 'fetch_mathjax', 'find_mathjax', 'copy_mathjax', 'build_docs', 'reports_dir', 'save_figure']
 
 # %% ../nbs/97_docs.ipynb #b089c9e5
 def project_root(root=None) -> Path:
@@ -371,3 +371,18 @@ def build_docs(out=None, root=None, mathjax=None, notebooks=None, progress=print
             '</body></html>\n', encoding='utf-8')
     progress(f"wrote {len(processed)} pages to {out} ({time.time() - t0:.1f} s)")
     return out/'index.html'
+
+# %% ../nbs/97_docs.ipynb #275a9146
+def reports_dir(root=None) -> Path:
+    "The project's `reports/` folder (the project found from `root` or the working directory)."
+    return project_root(root)/'reports'
+
+def save_figure(fig, name, folder=None) -> Path:
+    "Save the matplotlib `fig` as `reports/figures/{name}.png` (or in `folder`); the file is rewritten only when its bytes change."
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=100, bbox_inches='tight', metadata={'Software': None})
+    path = Path(folder or reports_dir()/'figures')/f'{name}.png'
+    if not path.exists() or path.read_bytes() != buf.getvalue():
+        path.parent.mkdir(parents=True, exist_ok=True); path.write_bytes(buf.getvalue())
+    return path
