@@ -146,8 +146,10 @@ def build_readme(root=None, nb=None, dest=None) -> Path:
             path, _ = _split_target(t[len(doc_url):])
             return Path(nbdir, pages[path].name).as_posix() if path in pages else t
         path, frag = _split_target(t)
-        if '://' in t or not path.endswith('.ipynb') or path.startswith('/'): return t
-        return Path(nbdir, path).as_posix() + frag              # a notebook, seen from the README
+        if '://' in t or not path or path.startswith('/'): return t
+        if path.endswith('.ipynb') or (nb.parent/path).exists():  # a notebook or a file (a figure), seen from the README
+            return Path(os.path.normpath(Path(nbdir, path))).as_posix() + frag
+        return t
     exp = MarkdownExporter(config=Config({'NbConvertBase': {'display_data_priority': [
         'text/markdown', 'image/png', 'image/svg+xml', 'image/jpeg', 'text/html', 'text/latex', 'text/plain']}}))
     files_dir = dest.stem + '_files'
@@ -325,6 +327,18 @@ def _html_links(text, pages, doc_url):
     return re.sub(r'(<a\s[^>]*?href=")([^"]+)(")', lambda m: m[1] + fix(m[2]) + m[3], text)
 
 # %% ../nbs/97_docs.ipynb #7b60b524
+def _embed_images(nb, folder):
+    "Markdown images `![alt](path)` with a file at `folder/path` (the figures in `../reports/`, which nbconvert would not read) as data URIs."
+    import base64, mimetypes
+    def embed(m):
+        f = Path(folder)/m[2]
+        if '://' in m[2] or not f.is_file(): return m[0]
+        data = base64.b64encode(f.read_bytes()).decode('ascii')
+        return f'<img alt="{_esc(m[1])}" src="data:{mimetypes.guess_type(f.name)[0]};base64,{data}">'
+    for cell in nb.cells:
+        if cell.cell_type == 'markdown': cell.source = re.sub(r'!\[([^\]]*)\]\(([^)\s]+)\)', embed, cell.source)
+    return nb
+
 def build_docs(out=None, root=None, mathjax=None, notebooks=None, progress=print) -> Path:
     "Render the notebooks as HTML pages in `out` (default: nbdev's `doc_path`) with a local MathJax; returns `out/index.html`."
     from jinja2 import DictLoader
@@ -338,7 +352,7 @@ def build_docs(out=None, root=None, mathjax=None, notebooks=None, progress=print
     mj, t0, processed = find_mathjax(mathjax), time.time(), []
     for p in nbs:
         t = time.time()
-        processed.append((p, process_nb(p, cfg.config_path)))
+        processed.append((p, _embed_images(process_nb(p, cfg.config_path), p.parent)))
         progress(f"processed {p.name} ({time.time() - t:.1f} s)")
     out.mkdir(parents=True, exist_ok=True)
     copy_mathjax(mj, out/'mathjax')
