@@ -7,12 +7,15 @@ them into a temporary folder and opens each page in headless Chromium, after Mat
 * no raw TeX is left (`$` or `$$` in the text outside code), and MathJax made `mjx-container`
   elements, without TeX errors (`mjx-merror`), with its web fonts loaded from the local copy;
 * every `<img>` is a data URI that the browser decoded (natural width > 0);
-* a screenshot (1200 x 2000) of each page is saved next to the build, to look at.
+* a screenshot (1200 x 2000) of each page is saved next to the build, to look at; three pages (the
+  index with the README's figures, the chapter `00_gaussian` with its equations, the experiment page
+  `10_lr_table` with its figures) are also shot whole into `_docs/screenshots/` (or
+  `$FASTDROPOUT_NB_SCREENSHOTS`), and must show their figures and equations.
 
 It needs `/usr/bin/chromium` (Debian package `chromium`) and MathJax (from the cache, or npm);
 it is skipped where either is missing, as on CI unless chromium was installed.
 """
-import json, re, shutil, subprocess
+import json, os, re, shutil, subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,10 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (Debian
 FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
          '--disable-background-networking', '--disable-component-update', '--disable-sync',
          '--virtual-time-budget=10000', '--window-size=1200,2000']
+
+# Pages shot whole (window height in px), and what each must show: (images at least, typeset maths).
+SHOWCASE = {'index': (4600, 3, False), '00_gaussian': (4000, 1, True), '10_lr_table': (3800, 1, True)}
+SHOTS = Path(os.environ.get('FASTDROPOUT_NB_SCREENSHOTS') or ROOT / '_docs' / 'screenshots')
 
 # Added to a copy of each page: once MathJax has typeset and the fonts settled, record what the
 # browser saw (image sizes, font states) as attributes of <body>, which --dump-dom then shows.
@@ -93,7 +100,19 @@ def test_page_renders(site, nb):
         assert any(f.startswith('MJX') and f.endswith(':loaded') for f in fonts), f"no MathJax font loaded: {fonts}"
 
     # Plots: every image is an embedded data URI that decoded.
-    for src_start, width in attr('data-probe-imgs'):
+    imgs = attr('data-probe-imgs')
+    for src_start, width in imgs:
         assert src_start.startswith('data:image/'), f"image not embedded: {src_start}"
         assert width > 0, f"image did not load: {src_start}"
+
+    if nb.stem in SHOWCASE:                      # a whole-page screenshot, to look at
+        height, min_imgs, maths = SHOWCASE[nb.stem]
+        assert len(imgs) >= min_imgs, f"{page.name} shows {len(imgs)} images, expected at least {min_imgs}"
+        assert not maths or dom.count('<mjx-container') > 0, f"{page.name} has no typeset equations"
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        whole = SHOTS / (page.stem + '.png')
+        flags = [f for f in FLAGS if not f.startswith('--window-size')] + [f'--window-size=1200,{height}']
+        subprocess.run([CHROMIUM, *flags, f'--user-data-dir={site / "_chromium"}', f'--screenshot={whole}', probe.as_uri()],
+                       capture_output=True, text=True, timeout=180)
+        assert whole.exists() and whole.stat().st_size > 10_000, f"no screenshot {whole}"
     probe.unlink()
