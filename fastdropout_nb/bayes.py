@@ -17,7 +17,7 @@ from .arrays import check_rate
 __all__ = ['noise_alpha', 'weight_noise_samples', 'weight_noise_elbo', 'weight_noise_log_evidence', 'informativeness_penalty',
            'InformativenessScaler']
 
-# %% ../nbs/03_bayes.ipynb #03171577
+# %% ../nbs/03_bayes.ipynb #d037d436
 def noise_alpha(p):
     "The multiplicative-noise variance ratio of dropout at drop rate `p`: `alpha = p / (1 - p)`."
     check_rate(p)
@@ -29,6 +29,7 @@ def weight_noise_samples(mu, alpha, n_samples, rng=None):
     eps = np.random.default_rng(rng).standard_normal((n_samples,) + mu.shape)
     return mu * (1 + np.sqrt(alpha) * eps)
 
+# %% ../nbs/03_bayes.ipynb #52572ead
 def _loglik_matrix(X, y, W, b):
     "`log p(y_n | w_k·x_n + b)` for every weight sample `k` (rows) and example `n` (columns)."
     S = np.asarray(X @ W.T).T + b
