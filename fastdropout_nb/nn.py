@@ -1,7 +1,7 @@
 """Moment-propagating PyTorch layers (`FastDropoutLinear`, `MomentReLU`/`Sigmoid`/`Tanh`), the three
-fast-dropout losses, `FastDropoutMLP`, and `moment_propagation`, which turns an ordinary trained
-dropout net (fully connected or convolutional) into a deterministic predictor of its Monte Carlo-averaged output;
-and `delta_moments`, the variance of a ReLU net's outputs with every mask's covariance carried to them.
+fast-dropout losses, `FastDropoutMLP` and the real dropout net that shares its weights, three ways to predict
+with a dropout net, and `delta_moments`, the variance of a ReLU net's outputs with every mask's covariance
+carried to them.
 
 Docs: https://fastdropout-nb.github.io/fastdropout_nb/nn.html.md"""
 
@@ -20,18 +20,33 @@ from torch.nn.parallel import DistributedDataParallel
 from .data import load_mnist
 from .arrays import check_var, check_rate, check_finite, checks_enabled, no_checks
 from .progress import progress_bar
-from .moments import (relu_moments, sigmoid_mean, sigmoid_var, tanh_moments, logsigmoid_mean,
+from .moments import (max_moments, relu_moments, sigmoid_mean, sigmoid_var, tanh_moments, logsigmoid_mean,
                                     squared_error_mean, softmax_mean, unscented_points)
 
 # %% auto #0
-__all__ = ['PAPER_MNIST_ERRORS', 'MNIST_SIZES', 'as_pair', 'FastDropoutLinear', 'relu_moments_fast', 'MomentReLU',
-           'MomentSigmoid', 'MomentTanh', 'MomentFlatten', 'FastDropoutMLP', 'dropout_mlp', 'fast_dropout_bce',
-           'fast_dropout_mse', 'fast_dropout_cross_entropy', 'MomentDeterministic', 'MomentConv', 'max_moments',
-           'MomentMaxPool2d', 'MomentOutput', 'moment_propagation', 'default_loss', 'train_mlp', 'predict_proba',
-           'count_errors', 'mnist_tensors', 'make_mnist_model', 'objective_gap', 'mnist_experiment',
-           'variance_ratio_by_layer', 'relu_slope', 'delta_moments', 'DeltaVariance']
+__all__ = ['PAPER_MNIST_ERRORS', 'MNIST_SIZES', 'linear_moments', 'as_pair', 'FastDropoutLinear', 'relu_moments_direct',
+           'MomentReLU', 'MomentSigmoid', 'MomentTanh', 'MomentFlatten', 'FastDropoutMLP', 'dropout_mlp',
+           'dropout_twin', 'fast_twin', 'fast_dropout_bce', 'fast_dropout_mse', 'fast_dropout_cross_entropy',
+           'predict_proba', 'count_errors', 'MomentDeterministic', 'MomentConv', 'MomentMaxPool2d', 'MomentOutput',
+           'moment_propagation', 'variance_ratio_by_layer', 'relu_slope', 'delta_moments', 'DeltaVariance',
+           'relu_moments_fast', 'default_loss', 'train_mlp', 'mnist_tensors', 'make_mnist_model', 'objective_gap',
+           'mnist_experiment']
 
-# %% ../nbs/04_nn.ipynb #3b385d50
+# %% ../nbs/04_nn.ipynb #e270b302
+def linear_moments(mean:torch.Tensor,              # the inputs' means, shape (..., in_features)
+                   var:torch.Tensor|None,          # their variances (None: 0)
+                   weight:torch.Tensor,            # (out_features, in_features)
+                   bias:torch.Tensor|None=None,    # (out_features,) or None
+                   p:float=0.5,                    # probability of dropping an input (inverted dropout)
+                   var_scale:float=1.0,            # multiplies the masks' own noise term ("+ Var")
+                  )->tuple:                        # the outputs' `(mean, var)`
+    "The two products of the derivation: `F.linear(m, W, b)` and `F.linear(var_scale (p/q) m² + v/q, W∘W)`."
+    q = 1.0 - p
+    second = (var_scale * p / q) * mean * mean                  # the masks' own noise
+    if var is not None: second = second + var / q               # the incoming variance, amplified by 1/q
+    return F.linear(mean, weight, bias), F.linear(second, weight * weight)
+
+# %% ../nbs/04_nn.ipynb #999c5e45
 def as_pair(x):
     "Split `x` into `(mean, var)`: a `(mean, var)` pair is checked (tensors, same shape, var >= 0); a plain tensor gives `var = None` (zero)."
     if isinstance(x, (tuple, list)):
@@ -51,41 +66,14 @@ def as_pair(x):
 
 def _var_or_zeros(mean, var): return torch.zeros_like(mean) if var is None else var
 
-def _linear_moments(mean, var, weight, bias, ratio, w2_amp):
-    "The layer's `(mean, var)` without autograd: var = (v + ratio m²) (amp W∘W)ᵀ, `ratio = noise / amp`, `w2_amp = amp W∘W`."
-    second = torch.mul(mean, mean).mul_(ratio) if var is None else torch.addcmul(var, mean, mean, value=ratio)
-    return F.linear(mean, weight, bias), F.linear(second, w2_amp)
-
-class _FastDropoutLinearFn(torch.autograd.Function):
-    "The layer's two products with the analytic backward: W∘W formed once, its gradient 2W∘(ḡ_s² aᵀ) fused."
-    @staticmethod
-    def forward(ctx, mean, var, weight, bias, noise, amp):
-        w2 = weight * weight
-        second = torch.mul(mean, mean).mul_(noise)
-        if var is not None: second.add_(var, alpha=amp)
-        ctx.save_for_backward(mean, second, weight, w2)
-        ctx.noise, ctx.amp, ctx.has_var, ctx.has_bias = noise, amp, var is not None, bias is not None
-        return F.linear(mean, weight, bias), F.linear(second, w2)
-
-    @staticmethod
-    def backward(ctx, g_mean, g_var):
-        mean, second, weight, w2 = ctx.saved_tensors
-        need_m, need_v, need_w, need_b = ctx.needs_input_grad[:4]
-        gm2, gv2 = g_mean.reshape(-1, g_mean.shape[-1]), g_var.reshape(-1, g_var.shape[-1])
-        grad_mean = grad_var = grad_w = grad_b = None
-        if need_m or need_v:
-            g_second = g_var.matmul(w2)                                   # ∂L/∂a
-            if need_v: grad_var = g_second * ctx.amp
-            if need_m: grad_mean = g_mean.matmul(weight).addcmul_(g_second, mean, value=2 * ctx.noise)
-        if need_w:
-            grad_w = gm2.t().mm(mean.reshape(-1, mean.shape[-1]))
-            grad_w.addcmul_(gv2.t().mm(second.reshape(-1, second.shape[-1])), weight, value=2.0)
-        if need_b and ctx.has_bias: grad_b = gm2.sum(0)
-        return grad_mean, grad_var, grad_w, grad_b, None, None
-
+# %% ../nbs/04_nn.ipynb #0789e15e
 class FastDropoutLinear(nn.Module):
     "`nn.Linear` with dropout (drop rate `p`, inverted) on its inputs, mapping `(mean, var)` to the output's `(mean, var)`."
-    def __init__(self, in_features, out_features, p=0.5, bias=True, var_scale=1.0, device=None, dtype=None):
+    def __init__(self, in_features:int, out_features:int,
+                 p:float=0.5,                # probability of dropping an input
+                 bias:bool=True,
+                 var_scale:float=1.0,        # multiplies the masks' own noise term ("+ Var")
+                 device=None, dtype=None):
         super().__init__()
         try: p = float(p)
         except (TypeError, ValueError):
@@ -97,77 +85,42 @@ class FastDropoutLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.empty(self.out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters()
-
     def reset_parameters(self):
         "The initialisation of `nn.Linear`."
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
             nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, x):
+    def _check_input(self, x):
         mean, var = as_pair(x)
         if mean.ndim == 0 or mean.shape[-1] != self.in_features:
             raise ValueError(f"input must have in_features = {self.in_features} on its last axis; got shape {tuple(mean.shape)}")
         if mean.dtype != self.weight.dtype:
             raise ValueError(f"input has dtype {mean.dtype} but the layer's weights are {self.weight.dtype}; convert one of "
                              f"them (e.g. x.to({self.weight.dtype}))")
-        q = 1.0 - self.p
-        noise, amp = self.var_scale * self.p / q, 1.0 / q             # a = noise m^2 + amp v
-        if torch.is_grad_enabled():
-            return _FastDropoutLinearFn.apply(mean, var, self.weight, self.bias, noise, amp)
-        return _linear_moments(mean, var, self.weight, self.bias, noise / amp, self._weight_squared(amp))
+        return mean, var
 
-    def _weight_squared(self, scale):
-        "`scale` W∘W, cached while the weight tensor is unchanged (used without autograd only)."
-        w = self.weight
-        if torch.compiler.is_compiling(): return w * w * scale
-        key = (id(w), w.data_ptr(), w._version, w.shape, w.dtype, w.device, scale)
-        cache = self.__dict__.get('_w2_cache')
-        if cache is None or cache[0] != key:
-            cache = (key, (w.detach() * w.detach()).mul_(scale)); self.__dict__['_w2_cache'] = cache
-        return cache[1]
+    def forward(self, x): return linear_moments(*self._check_input(x), self.weight, self.bias, self.p, self.var_scale)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, p={self.p}, "
                 f"bias={self.bias is not None}" + (f", var_scale={self.var_scale}" if self.var_scale != 1 else ''))
 
-# %% ../nbs/04_nn.ipynb #407a7bd2
+# %% ../nbs/04_nn.ipynb #b91d739b
 _SQRT_2PI_INV = 1 / math.sqrt(2 * math.pi)
 
-def _relu_moments_parts(mean, var, for_backward=False):
-    "Fast ReLU moments; `for_backward` adds what the backward needs: Φ(r), φ(r)/s (0 at s = 0) and where the variance is unclamped, s > 0."
-    std = torch.sqrt(var)
-    r = torch.div(mean, std).nan_to_num_(nan=0.0, posinf=40.0, neginf=-40.0)     # s = 0: r = ±40 (0 at mean 0); Φ, φ saturate
-    cdf, pdf = torch.special.ndtr(r), r.square_().mul_(-0.5).exp_().mul_(_SQRT_2PI_INV)
-    out_mean = torch.addcmul(std * pdf, mean, cdf)                               # M = m Φ + s φ
-    out_var = torch.mul(var, cdf).addcmul_(out_mean, mean - out_mean)            # (m² + v) Φ + m s φ - M² = v Φ + M (m - M)
-    if not for_backward: return out_mean, out_var.clamp_min_(0.0)
-    keep = (out_var >= 0) & (var > 0)
-    return out_mean, out_var.clamp_min_(0.0), cdf, pdf.div_(std).nan_to_num_(nan=0.0, posinf=0.0), keep
+def relu_moments_direct(mean, var):
+    "`(mean, var)` of max(Y, 0), Y ~ N(`mean`, `var`), by the direct formulas: cheaper than `relu_moments`, less accurate in the far left tail."
+    pos = var > 0
+    std = torch.sqrt(torch.where(pos, var, torch.ones_like(var)))
+    r = torch.where(pos, mean / std, torch.sign(mean) * 40.0).clamp(-40.0, 40.0)     # s = 0: r = ±40 (0 at mean 0); Φ, φ saturate
+    std = torch.where(pos, std, torch.zeros_like(std))
+    cdf, pdf = torch.special.ndtr(r), torch.exp(-0.5 * r * r) * _SQRT_2PI_INV
+    out_mean = mean * cdf + std * pdf                                                # M = μΦ + sφ
+    out_var = var * cdf + out_mean * (mean - out_mean)                               # (μ² + v)Φ + μsφ − M² = vΦ + M(μ − M)
+    return out_mean, torch.where(pos, out_var.clamp_min(0.0), torch.zeros_like(var))
 
-class _ReLUMomentsFn(torch.autograd.Function):
-    "`relu_moments_fast` with the closed-form backward derived above."
-    @staticmethod
-    def forward(ctx, mean, var):
-        out_mean, out_var, cdf, pdf_over_std, keep = _relu_moments_parts(mean, var, True)
-        ctx.save_for_backward(out_mean, cdf, pdf_over_std, keep)
-        return out_mean, out_var
-
-    @staticmethod
-    def backward(ctx, g_mean, g_var):
-        out_mean, cdf, t, keep = ctx.saved_tensors
-        gv = torch.where(keep, g_var, 0.0)                                  # var clamped or s = 0: no var gradient
-        gv_m = gv * out_mean
-        grad_mean = torch.addcmul(g_mean * cdf, gv_m, 1.0 - cdf, value=2.0)   # gM Φ + 2 gV M (1 - Φ)
-        grad_var = torch.addcmul(gv * cdf, t, g_mean * 0.5 - gv_m)            # gV Φ + (φ/s)(gM/2 - gV M)
-        return grad_mean, grad_var
-
-def relu_moments_fast(mean, var):
-    "`(mean, var)` of max(Y, 0), Y ~ N(`mean`, `var`), by the direct formulas: ~10x cheaper than `relu_moments`, less accurate in the far left tail."
-    if torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad): return _ReLUMomentsFn.apply(mean, var)
-    return _relu_moments_parts(mean, var)
-
+# %% ../nbs/04_nn.ipynb #f10405fa
 class MomentReLU(nn.Module):
     "ReLU of a Gaussian input: `(mean, var)` by the direct formulas (`method='fast'`) or the tail-stable `relu_moments` ('exact')."
     def __init__(self, method='fast'):
@@ -176,7 +129,7 @@ class MomentReLU(nn.Module):
         self.method = method
     def forward(self, x):
         mean, var = as_pair(x); var = _var_or_zeros(mean, var)
-        return (relu_moments if self.method == 'exact' else relu_moments_fast)(mean, var)
+        return (relu_moments if self.method == 'exact' else relu_moments_direct)(mean, var)
     def extra_repr(self): return f"method={self.method!r}"
 
 class MomentSigmoid(nn.Module):
@@ -239,7 +192,41 @@ def dropout_mlp(sizes, p_input=0.2, p_hidden=0.5, activation='relu', bias=True):
         layers += [nn.Dropout(p_input if i == 0 else p_hidden), nn.Linear(a, b, bias=bias)]
     return nn.Sequential(*layers)
 
-# %% ../nbs/04_nn.ipynb #a9262421
+# %% ../nbs/04_nn.ipynb #d71ce3a1
+_ACTIVATION_NAME = {v: k for k, v in _TORCH_ACTIVATIONS.items()}
+
+def dropout_twin(model:FastDropoutMLP)->nn.Sequential:
+    "The real dropout net (`dropout_mlp`) that shares a `FastDropoutMLP`'s parameters."
+    lins = [m for m in model.layers if isinstance(m, FastDropoutLinear)]
+    real = dropout_mlp(model.sizes, lins[0].p, lins[1].p if len(lins) > 1 else 0.0, model.activation,
+                       bias=lins[0].bias is not None).to(lins[0].weight.device, lins[0].weight.dtype)
+    for a, b in zip([m for m in real if isinstance(m, nn.Linear)], lins): a.weight, a.bias = b.weight, b.bias
+    return real
+
+def fast_twin(model:nn.Sequential, var_scale:float=1.0)->FastDropoutMLP:
+    "The `FastDropoutMLP` that shares the parameters of a net shaped like `dropout_mlp`'s: [Flatten,] Dropout, Linear, (activation, Dropout, Linear)*."
+    layers = [m for m in model if not isinstance(m, nn.Flatten)] if isinstance(model, nn.Sequential) else []
+    drops, lins, acts = layers[0::3], layers[1::3], layers[2::3]
+    kinds = {type(a) for a in acts}
+    if (len(layers) % 3 != 2 or not all(type(d) is nn.Dropout for d in drops) or not all(type(l) is nn.Linear for l in lins)
+            or len(kinds) > 1 or not kinds <= set(_ACTIVATION_NAME) or len({d.p for d in drops[1:]}) > 1
+            or len({l.bias is None for l in lins}) > 1):
+        raise ValueError("model must have dropout_mlp's shape: nn.Sequential of [Flatten,] Dropout, Linear, then (activation, "
+                         "Dropout, Linear) repeated, one activation (ReLU, Sigmoid or Tanh), one hidden drop rate; for any other "
+                         f"net use moment propagation of any model (`moment_propagation`); got {type(model).__name__} {[type(m).__name__ for m in layers]}")
+    w = lins[0].weight
+    fast = FastDropoutMLP([lins[0].in_features] + [l.out_features for l in lins], drops[0].p, drops[1].p if len(drops) > 1 else 0.0,
+                          _ACTIVATION_NAME[kinds.pop()] if kinds else 'relu', var_scale, lins[0].bias is not None, w.device, w.dtype)
+    for f, l in zip([m for m in fast.layers if isinstance(m, FastDropoutLinear)], lins):
+        f.weight = l.weight
+        if l.bias is not None: f.bias = l.bias
+    return fast
+
+def _real_and_fast(model):
+    "The real dropout net and the moment-propagating net that share `model`'s weights (a `FastDropoutMLP` or a `dropout_mlp`)."
+    return (dropout_twin(model), model) if isinstance(model, FastDropoutMLP) else (model, fast_twin(model))
+
+# %% ../nbs/04_nn.ipynb #3c5cd639
 def _reduce(x, reduction):
     if reduction == 'mean': return x.mean()
     if reduction == 'sum': return x.sum()
@@ -266,6 +253,7 @@ def fast_dropout_mse(mean, var, target, reduction='mean'):
     mean, var = _loss_inputs(mean, var, target); _same_shape(target, mean)
     return _reduce(squared_error_mean(mean, var, target.to(mean.dtype)), reduction)
 
+# %% ../nbs/04_nn.ipynb #0661fc69
 def _unscented_logsumexp(mean, var):
     "E[logsumexp(X)] by the unscented points of `unscented_points` (the same numbers), built by one broadcast product."
     K = mean.shape[-1]; kappa = max(3.0 - K, 0.0)
@@ -276,8 +264,15 @@ def _unscented_logsumexp(mean, var):
     w0, wi = kappa / (K + kappa), 1 / (2 * (K + kappa))
     return lse[0] * w0 + lse[1:].sum(0) * wi if w0 else lse[1:].sum(0) * wi
 
-def fast_dropout_cross_entropy(mean, var, target, reduction='mean', method='unscented', n_samples=100, generator=None):
-    "Expected softmax cross-entropy E[logsumexp(X) - X_target], X_k ~ N(`mean`_k, `var`_k) independent: 'unscented' or 'sample'."
+def fast_dropout_cross_entropy(mean:torch.Tensor,          # the logits' means, (batch, classes)
+                               var:torch.Tensor|None,      # their variances (None: 0)
+                               target:torch.Tensor,        # class indices, (batch,)
+                               reduction:str='mean',       # 'mean', 'sum' or 'none'
+                               method:str='unscented',     # 'unscented' (deterministic) or 'sample' (reparameterised)
+                               n_samples:int=100,          # samples per example for 'sample'
+                               generator=None,             # a torch.Generator for 'sample'
+                              ):
+    "Expected softmax cross-entropy E[logsumexp(X) - X_target], X_k ~ N(`mean`_k, `var`_k) independent."
     mean, var = _loss_inputs(mean, var, target)
     if mean.ndim != 2: raise ValueError(f"mean must be (batch, classes); got shape {tuple(mean.shape)}")
     if target.shape != mean.shape[:1]: raise ValueError(f"target {tuple(target.shape)} must be (batch,) = {tuple(mean.shape[:1])}")
@@ -292,7 +287,39 @@ def fast_dropout_cross_entropy(mean, var, target, reduction='mean', method='unsc
     else: raise ValueError(f"method must be 'unscented' or 'sample'; got {method!r}")
     return _reduce(lse - mean.gather(-1, target[:, None].long())[:, 0], reduction)
 
-# %% ../nbs/04_nn.ipynb #1ae45280
+# %% ../nbs/04_nn.ipynb #3a1598c3
+@torch.no_grad()
+def predict_proba(model:nn.Module,           # a `FastDropoutMLP`, or a real dropout net (a `dropout_mlp`)
+                  X:torch.Tensor,             # inputs, (n, ...)
+                  method:str='standard',      # 'standard' (one deterministic pass), 'mc' (masks averaged) or 'moment' (propagation)
+                  n_samples:int=100,          # masks averaged by 'mc'
+                  batch_size:int=1000,        # rows per forward pass
+                  seed:int=0,                 # seeds the masks of 'mc'
+                 )->torch.Tensor:             # class probabilities, (n, classes)
+    "Class probabilities of a dropout net on `X`, by one of Bulò et al.'s three ways to predict."
+    if method not in ('standard', 'mc', 'moment'): raise ValueError(f"method must be 'standard', 'mc' or 'moment'; got {method!r}")
+    fast = isinstance(model, FastDropoutMLP)
+    if method == 'mc' and fast: raise ValueError("method 'mc' needs an ordinary dropout net (nn.Sequential), not a FastDropoutMLP")
+    was_training, out = model.training, []
+    twin = (model if fast else fast_twin(model)) if method == 'moment' else None
+    with no_checks(), torch.random.fork_rng(devices=[X.device] if X.is_cuda else []):
+        torch.manual_seed(seed)
+        for i in range(0, len(X), batch_size):
+            xb = X[i:i + batch_size]
+            if method == 'standard':
+                model.eval(); o = model(xb); out.append(F.softmax(o[0] if isinstance(o, tuple) else o, -1))
+            elif method == 'mc':
+                model.train(); out.append(sum(F.softmax(model(xb), -1) for _ in range(n_samples)) / n_samples)
+            else:
+                mean, var = twin(xb); out.append(softmax_mean(mean, var, method='unscented'))
+    model.train(was_training)
+    return torch.cat(out)
+
+def count_errors(model, X, y, **kwargs):
+    "Number of misclassified rows of `X` (argmax of `predict_proba(model, X, **kwargs)`)."
+    return int((predict_proba(model, X, **kwargs).argmax(-1) != y).sum())
+
+# %% ../nbs/04_nn.ipynb #15bff1e7
 class MomentDeterministic(nn.Module):
     "A layer that sees no dropout noise (one before a net's first dropout): applied to the mean; the output's variance is zero."
     def __init__(self, layer):
@@ -321,15 +348,7 @@ class MomentConv(nn.Module):
         return f(mean, c.weight, c.bias), f(second, c.weight * c.weight, None)
     def extra_repr(self): return f"p={self.p}"
 
-def max_moments(m1, v1, m2, v2):
-    "`(mean, var)` of max(X1, X2) for independent X1 ~ N(`m1`, `v1`), X2 ~ N(`m2`, `v2`): exact (Clark 1961), stable, no cancellation."
-    first = m1 >= m2
-    mb, vb = torch.where(first, m1, m2), torch.where(first, v1, v2)          # the input with the larger mean ...
-    d, t2 = torch.where(first, m2 - m1, m1 - m2), v1 + v2                     # ... and D = other - it ~ N(d <= 0, t2)
-    rmean, rvar = relu_moments(d, t2)
-    below = torch.special.ndtr(d / t2.clamp_min(torch.finfo(d.dtype).tiny).sqrt())
-    return mb + rmean, vb * (1 - 2 * below) + rvar
-
+# %% ../nbs/04_nn.ipynb #395d04d4
 class MomentMaxPool2d(nn.Module):
     "`nn.MaxPool2d` (no padding, dilation 1) of independent Gaussian inputs: each window's inputs folded in by `max_moments`."
     def __init__(self, pool):
@@ -352,7 +371,7 @@ class MomentMaxPool2d(nn.Module):
         return m, v
     def extra_repr(self): return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
-# %% ../nbs/04_nn.ipynb #d908ae57
+# %% ../nbs/04_nn.ipynb #ffddd6eb
 class MomentOutput(nn.Module):
     "Last step of a moment-propagating net: 'moments' (the pair), 'mean', 'softmax' (E[softmax], unscented) or 'sigmoid' (E[sigmoid])."
     KINDS = ('moments', 'mean', 'softmax', 'sigmoid')
@@ -379,6 +398,7 @@ def _combined_rate(rates):
     "Drop rate of consecutive dropouts: a unit survives all of them with probability prod(1 - p)."
     return rates[0] if len(rates) == 1 else 1.0 - float(np.prod([1.0 - r for r in rates]))
 
+# %% ../nbs/04_nn.ipynb #c1ecdb0c
 def moment_propagation(model, output='moments'):
     "Deterministic predictor of an `nn.Sequential` dropout net's mask-averaged output (moment propagation; shares the parameters)."
     if not isinstance(model, nn.Sequential): raise ValueError(f"model must be an nn.Sequential; got {type(model).__name__}")
@@ -407,190 +427,6 @@ def moment_propagation(model, output='moments'):
                                "nn.MaxPool2d, nn.ReLU/Sigmoid/Tanh, nn.Flatten")
     if rates: raise ValueError("a final nn.Dropout after the last nn.Linear or convolution is not supported")
     return nn.Sequential(*layers, MomentOutput(output))
-
-# %% ../nbs/04_nn.ipynb #7042cc83
-def default_loss(output, target):
-    "Cross-entropy: the fast-dropout expectation for a `(mean, var)` output, `F.cross_entropy` for plain logits."
-    if isinstance(output, tuple): return fast_dropout_cross_entropy(*output, target)
-    return F.cross_entropy(output, target)
-
-def _dist_info():
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-def _save_atomic(obj, path):
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    torch.save(obj, tmp); os.replace(tmp, path)
-
-def _check_settings(path, saved, settings):
-    "Refuse to resume from the checkpoint at `path` when its `saved` settings are not the run's `settings`."
-    if saved != settings:
-        raise ValueError(f"checkpoint {path} was written by a run with other settings ({saved}, now "
-                         f"{settings}); delete it or pass another checkpoint path")
-
-def train_mlp(model, X, y, epochs, lr=0.05, batch_size=100, momentum=0.9, weight_decay=0.0, lr_decay=1.0,
-              loss_fn=default_loss, seed=0, checkpoint=None, evaluate=None, until=None, progress=None, max_norm=None):
-    """Train `model` on tensors `X`, `y` by SGD with momentum for `epochs` epochs; return the history (a dict per epoch).
-
-    `lr` is multiplied by `lr_decay` every epoch; `max_norm` caps each unit's incoming weight vector (every
-    2-D weight's rows) at that L2 norm after every step (Srivastava et al. 2014); `evaluate(model)` -> dict is merged into each epoch's record;
-    training stops early once `until(record)` is true; `checkpoint` (a path) is written after every epoch and
-    resumed from (it records the settings, and one written with other settings is refused; `epochs` may differ,
-    so a finished run can be extended). Under torch.distributed each rank trains on its share of every batch (DDP)."""
-    check_finite(X, 'X')
-    if len(X) != len(y): raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
-    if max_norm is not None and not (np.isfinite(max_norm) and max_norm > 0): raise ValueError(f"max_norm must be finite and > 0; got {max_norm}")
-    capped = [w for name, w in model.named_parameters() if name.endswith('weight') and w.ndim == 2] if max_norm else []
-    rank, world = _dist_info()
-    net = DistributedDataParallel(model) if world > 1 and not isinstance(model, DistributedDataParallel) else model
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    history, settings = [], dict(lr=lr, batch_size=int(batch_size), momentum=momentum, weight_decay=weight_decay, lr_decay=lr_decay,
-                                 seed=seed, max_norm=max_norm, n=len(X), world=world)
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, map_location=X.device, weights_only=False)
-        _check_settings(checkpoint, state.get('settings'), settings)
-        model.load_state_dict(state['model']); opt.load_state_dict(state['optimizer']); history = state['history']
-    if history and until is not None and until(history[-1]): return history
-    bar = progress_bar(int(epochs), 'train', progress if rank == 0 else False)
-    bar.n = len(history)
-    n, wall = len(X), (history[-1]['wall'] if history else 0.0)
-    for epoch in range(len(history), epochs):
-        for group in opt.param_groups: group['lr'] = lr * lr_decay ** epoch
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).to(X.device)
-        torch.manual_seed(seed * 100_003 + epoch + 7919 * rank)          # dropout masks, reproducible on resume
-        model.train(); t0 = time.perf_counter(); total = torch.zeros((), device=X.device)
-        with no_checks():
-            for i in range(0, n, batch_size):
-                idx = perm[i:i + batch_size]
-                if world > 1:
-                    if len(idx) < world: continue
-                    share = idx.tensor_split(world)[rank]; weight = len(share) * world / len(idx)
-                else: share, weight = idx, 1.0
-                loss = loss_fn(net(X[share]), y[share]) * weight
-                opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-                if capped:
-                    with torch.no_grad():
-                        for w in capped: w.copy_(torch.renorm(w, 2, 0, max_norm))
-                total += loss.detach() * len(idx)
-        if X.is_cuda: torch.cuda.synchronize()
-        secs = time.perf_counter() - t0; wall += secs
-        record = dict(epoch=epoch + 1, loss=total.item() / n, seconds=secs, wall=wall, lr=lr * lr_decay ** epoch)
-        if evaluate is not None: record.update(evaluate(model))
-        history.append(record)
-        if checkpoint is not None and rank == 0:
-            _save_atomic(dict(settings=settings, model=model.state_dict(), optimizer=opt.state_dict(), history=history), checkpoint)
-        bar.set_postfix_str(' '.join(f'{k} {v:.4g}' for k, v in record.items() if isinstance(v, float) and k not in ('wall', 'lr')), refresh=False); bar.update()
-        if until is not None and until(record): break
-    bar.close()
-    return history
-
-# %% ../nbs/04_nn.ipynb #4e6b4555
-@torch.no_grad()
-def predict_proba(model, X, method='standard', n_samples=100, batch_size=1000, seed=0):
-    "Class probabilities on `X` by 'standard' (one deterministic pass), 'mc' (`n_samples` masks averaged) or 'moment' propagation."
-    if method not in ('standard', 'mc', 'moment'): raise ValueError(f"method must be 'standard', 'mc' or 'moment'; got {method!r}")
-    fast = isinstance(model, FastDropoutMLP)
-    if method == 'mc' and fast: raise ValueError("method 'mc' needs an ordinary dropout net (nn.Sequential), not a FastDropoutMLP")
-    was_training, out = model.training, []
-    twin = (model if fast else moment_propagation(model)) if method == 'moment' else None
-    with no_checks(), torch.random.fork_rng(devices=[X.device] if X.is_cuda else []):
-        torch.manual_seed(seed)
-        for i in range(0, len(X), batch_size):
-            xb = X[i:i + batch_size]
-            if method == 'standard':
-                model.eval(); o = model(xb); out.append(F.softmax(o[0] if isinstance(o, tuple) else o, -1))
-            elif method == 'mc':
-                model.train(); out.append(sum(F.softmax(model(xb), -1) for _ in range(n_samples)) / n_samples)
-            else:
-                mean, var = twin(xb); out.append(softmax_mean(mean, var, method='unscented'))
-    model.train(was_training)
-    return torch.cat(out)
-
-def count_errors(model, X, y, **kwargs):
-    "Number of misclassified rows of `X` (argmax of `predict_proba(model, X, **kwargs)`)."
-    return int((predict_proba(model, X, **kwargs).argmax(-1) != y).sum())
-
-# %% ../nbs/04_nn.ipynb #1b4a16db
-PAPER_MNIST_ERRORS = {'plain': (182, 182), 'mc_dropout': (105, 120), 'fast_dropout': (134, 134), 'fast_dropout_var': (109, 110)}
-MNIST_SIZES = (784, 1200, 1200, 10)
-
-def mnist_tensors(data_dir=None, n_train=None, device='cpu', dtype=torch.float32):
-    "MNIST as tensors (X in [0, 1], shape (n, 784); y int64): the first `n_train` (default all 60 000) training and the 10 000 test images."
-    ds = load_mnist(data_dir)
-    X = torch.tensor(ds.X.reshape(len(ds.X), -1), dtype=dtype) / 255; y = torch.tensor(ds.y, dtype=torch.int64)
-    tr, te = (torch.as_tensor(i) for i in ds.split)
-    tr = tr[:n_train] if n_train is not None else tr
-    return tuple(t.to(device) for t in (X[tr], y[tr], X[te], y[te]))
-
-def make_mnist_model(kind, sizes=MNIST_SIZES, p_input=0.2, p_hidden=0.5, var_scale=1.5, seed=0):
-    "The net for one MNIST row: 'plain', 'mc_dropout' (nn.Sequential), 'fast_dropout', 'fast_dropout_var' (FastDropoutMLP)."
-    if kind not in PAPER_MNIST_ERRORS: raise ValueError(f"kind must be one of {tuple(PAPER_MNIST_ERRORS)}; got {kind!r}")
-    torch.manual_seed(seed)
-    if kind == 'plain': return dropout_mlp(sizes, 0.0, 0.0)
-    if kind == 'mc_dropout': return dropout_mlp(sizes, p_input, p_hidden)
-    return FastDropoutMLP(sizes, p_input, p_hidden, var_scale=var_scale if kind == 'fast_dropout_var' else 1.0)
-
-def _real_and_fast(model):
-    "The real dropout net and the moment-propagating net that share `model`'s weights: a `FastDropoutMLP` and its `dropout_mlp`, or an `nn.Sequential` and its `moment_propagation`."
-    if isinstance(model, FastDropoutMLP):
-        lins = [m for m in model.layers if isinstance(m, FastDropoutLinear)]
-        real = dropout_mlp(model.sizes, lins[0].p, lins[1].p if len(lins) > 1 else 0.0, model.activation).to(lins[0].weight.device, lins[0].weight.dtype)
-        for a, b in zip([m for m in real if isinstance(m, nn.Linear)], lins): a.weight, a.bias = b.weight, b.bias
-        return real, model
-    return model, moment_propagation(model)
-
-@torch.no_grad()
-def objective_gap(model, X, y, n_samples=20, seed=0):
-    """The training loss of a trained dropout net two ways on `X`, `y`: moment propagation's expected cross-entropy
-    and real dropout's (Monte Carlo over `n_samples` masks; mean and standard error). A `FastDropoutMLP` is paired
-    with the `dropout_mlp` sharing its weights, an `nn.Sequential` dropout net with its `moment_propagation` twin;
-    `logit_var_ratio` is the median over logits of real dropout's variance (over the masks) / the propagated one."""
-    real, fast = _real_and_fast(model)
-    was = real.training; real.train()
-    with torch.random.fork_rng(devices=[X.device] if X.is_cuda else []):
-        torch.manual_seed(seed)
-        logits = torch.stack([real(X) for _ in range(n_samples)])
-    real.train(was)
-    losses = torch.stack([F.cross_entropy(z, y) for z in logits])
-    mean, var = fast(X)
-    return dict(moment=float(default_loss((mean, var), y)), real_dropout=float(losses.mean()),
-                real_dropout_se=float(losses.std() / n_samples ** 0.5), n=len(X),
-                logit_var_ratio=float((logits.var(0) / var).median()))     # real / propagated logit variance, median
-
-def mnist_experiment(kind, data_dir=None, epochs=300, n_train=None, lr=0.05, lr_decay=0.99, batch_size=100, momentum=0.9,
-                     var_scale=1.5, seed=0, device=None, checkpoint=None, progress=None, data=None, mc_samples=100, curve=True,
-                     max_norm=None, validation=False):
-    """Train one MNIST 784-1200-1200-10 net of `kind` and return its test errors beside the paper's (a JSON-able dict).
-
-    With `curve`, the test errors (the kind's own inference) are recorded after every epoch, as `curve`: a learning
-    curve to look at, not a stopping rule; the headline is the last epoch's. With `validation`, the last 10 000
-    training images stand in for the test set (training on the rest): for choosing settings without the test set.
-    A dropout net's training loss two ways (`objective_gap`, 10 000 training images) and `variance_ratio_by_layer`
-    (500 training images, 200 masks) are recorded as `train_loss_two_ways` and `variance_by_layer`."""
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    Xtr, ytr, Xte, yte = data if data is not None else mnist_tensors(data_dir, n_train, device)
-    if validation:
-        if len(Xtr) <= 10_000: raise ValueError(f"validation needs more than 10 000 training images; got {len(Xtr)}")
-        Xtr, ytr, Xte, yte = Xtr[:-10_000], ytr[:-10_000], Xtr[-10_000:], ytr[-10_000:]
-    model = make_mnist_model(kind, var_scale=var_scale, seed=seed).to(device)
-    method = 'moment' if kind.startswith('fast') else 'standard'
-    evaluate = (lambda m: dict(test_errors=count_errors(m, Xte, yte, method=method))) if curve else None
-    hist = train_mlp(model, Xtr, ytr, epochs, lr=lr, lr_decay=lr_decay, batch_size=batch_size, momentum=momentum,
-                     seed=seed, checkpoint=checkpoint, progress=progress, evaluate=evaluate, max_norm=max_norm)
-    errors = {method: count_errors(model, Xte, yte, method=method)}
-    if kind == 'mc_dropout':
-        errors[f'mc{mc_samples}'] = count_errors(model, Xte, yte, method='mc', n_samples=mc_samples)
-        errors['moment'] = count_errors(model, Xte, yte, method='moment')
-    gap = None if kind == 'plain' else objective_gap(model, Xtr[:10_000], ytr[:10_000])
-    layers = None if kind == 'plain' else variance_ratio_by_layer(model, Xtr[:500], n_samples=200)
-    return dict(kind=kind, test_errors=errors, n_test=len(yte), paper=PAPER_MNIST_ERRORS[kind], epochs=len(hist), n_train=len(ytr),
-                evaluated_on='validation (the last 10 000 training images)' if validation else 'test',
-                settings=dict(lr=lr, lr_decay=lr_decay, batch_size=batch_size, momentum=momentum, var_scale=var_scale, seed=seed,
-                              max_norm=max_norm),
-                train_seconds=hist[-1]['wall'] if hist else 0.0, final_loss=hist[-1]['loss'] if hist else None,
-                curve=[[h['epoch'], h['test_errors']] for h in hist if 'test_errors' in h], train_loss_two_ways=gap, variance_by_layer=layers,
-                device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device), torch=torch.__version__)
 
 # %% ../nbs/04_nn.ipynb #d948d1a6
 def _outputs_of(net, X, kind):
@@ -672,3 +508,284 @@ class DeltaVariance(nn.Module):
     def __init__(self, model):
         super().__init__(); _check_relu_mlp(model); self.model = model
     def forward(self, x): return delta_moments(self.model, x)
+
+# %% ../nbs/04_nn.ipynb #9b98670c
+class _FastDropoutLinearFn(torch.autograd.Function):
+    "The layer's two products with the analytic backward: W∘W formed once, its gradient 2W∘(ḡ_s² aᵀ) fused."
+    @staticmethod
+    def forward(ctx, mean, var, weight, bias, noise, amp):
+        w2 = weight * weight
+        second = torch.mul(mean, mean).mul_(noise)
+        if var is not None: second.add_(var, alpha=amp)
+        ctx.save_for_backward(mean, second, weight, w2)
+        ctx.noise, ctx.amp, ctx.has_var, ctx.has_bias = noise, amp, var is not None, bias is not None
+        return F.linear(mean, weight, bias), F.linear(second, w2)
+
+    @staticmethod
+    def backward(ctx, g_mean, g_var):
+        mean, second, weight, w2 = ctx.saved_tensors
+        need_m, need_v, need_w, need_b = ctx.needs_input_grad[:4]
+        gm2, gv2 = g_mean.reshape(-1, g_mean.shape[-1]), g_var.reshape(-1, g_var.shape[-1])
+        grad_mean = grad_var = grad_w = grad_b = None
+        if need_m or need_v:
+            g_second = g_var.matmul(w2)                                   # ∂L/∂a
+            if need_v: grad_var = g_second * ctx.amp
+            if need_m: grad_mean = g_mean.matmul(weight).addcmul_(g_second, mean, value=2 * ctx.noise)
+        if need_w:
+            grad_w = gm2.t().mm(mean.reshape(-1, mean.shape[-1]))
+            grad_w.addcmul_(gv2.t().mm(second.reshape(-1, second.shape[-1])), weight, value=2.0)
+        if need_b and ctx.has_bias: grad_b = gm2.sum(0)
+        return grad_mean, grad_var, grad_w, grad_b, None, None
+
+# %% ../nbs/04_nn.ipynb #4d33f0ef
+def _linear_moments_nograd(mean, var, weight, bias, ratio, w2_amp):
+    "The layer's `(mean, var)` without autograd: var = (v + ratio m²) (amp W∘W)ᵀ, `ratio = noise / amp`, `w2_amp = amp W∘W`."
+    second = torch.mul(mean, mean).mul_(ratio) if var is None else torch.addcmul(var, mean, mean, value=ratio)
+    return F.linear(mean, weight, bias), F.linear(second, w2_amp)
+
+def _weight_squared(layer, scale):
+    "`scale` W∘W of a `FastDropoutLinear`, cached while its weight tensor is unchanged (used without autograd only)."
+    w = layer.weight
+    if torch.compiler.is_compiling(): return w * w * scale
+    key = (id(w), w.data_ptr(), w._version, w.shape, w.dtype, w.device, scale)
+    cache = layer.__dict__.get('_w2_cache')
+    if cache is None or cache[0] != key:
+        cache = (key, (w.detach() * w.detach()).mul_(scale)); layer.__dict__['_w2_cache'] = cache
+    return cache[1]
+
+def _fast_linear_forward(self, x):
+    "`FastDropoutLinear.forward` on the fast paths: `_FastDropoutLinearFn` under autograd, the cached W∘W/q without it."
+    mean, var = self._check_input(x)
+    q = 1.0 - self.p
+    noise, amp = self.var_scale * self.p / q, 1.0 / q             # a = noise m² + amp v
+    if torch.is_grad_enabled(): return _FastDropoutLinearFn.apply(mean, var, self.weight, self.bias, noise, amp)
+    return _linear_moments_nograd(mean, var, self.weight, self.bias, noise / amp, _weight_squared(self, amp))
+
+FastDropoutLinear.forward = _fast_linear_forward     # the same interface and numbers; the fast paths from here on
+
+# %% ../nbs/04_nn.ipynb #6b98dea5
+def _relu_moments_parts(mean, var, for_backward=False):
+    "`relu_moments_direct`'s numbers in fewer operations; `for_backward` adds Φ(r), φ(r)/s (0 at s = 0) and where the variance is unclamped, s > 0."
+    std = torch.sqrt(var)
+    r = torch.div(mean, std).nan_to_num_(nan=0.0, posinf=40.0, neginf=-40.0)     # s = 0: r = ±40 (0 at mean 0); Φ, φ saturate
+    cdf, pdf = torch.special.ndtr(r), r.square_().mul_(-0.5).exp_().mul_(_SQRT_2PI_INV)
+    out_mean = torch.addcmul(std * pdf, mean, cdf)                               # M = m Φ + s φ
+    out_var = torch.mul(var, cdf).addcmul_(out_mean, mean - out_mean)            # v Φ + M (m - M)
+    if not for_backward: return out_mean, out_var.clamp_min_(0.0)
+    keep = (out_var >= 0) & (var > 0)
+    return out_mean, out_var.clamp_min_(0.0), cdf, pdf.div_(std).nan_to_num_(nan=0.0, posinf=0.0), keep
+
+class _ReLUMomentsFn(torch.autograd.Function):
+    "`relu_moments_direct` with the closed-form backward derived above."
+    @staticmethod
+    def forward(ctx, mean, var):
+        out_mean, out_var, cdf, pdf_over_std, keep = _relu_moments_parts(mean, var, True)
+        ctx.save_for_backward(out_mean, cdf, pdf_over_std, keep)
+        return out_mean, out_var
+
+    @staticmethod
+    def backward(ctx, g_mean, g_var):
+        out_mean, cdf, t, keep = ctx.saved_tensors
+        gv = torch.where(keep, g_var, 0.0)                                  # var clamped or s = 0: no var gradient
+        gv_m = gv * out_mean
+        grad_mean = torch.addcmul(g_mean * cdf, gv_m, 1.0 - cdf, value=2.0)   # gM Φ + 2 gV M (1 - Φ)
+        grad_var = torch.addcmul(gv * cdf, t, g_mean * 0.5 - gv_m)            # gV Φ + (φ/s)(gM/2 - gV M)
+        return grad_mean, grad_var
+
+def relu_moments_fast(mean, var):
+    "`relu_moments_direct` on the fast path: the closed-form backward (`_ReLUMomentsFn`) when a gradient is needed."
+    if torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad): return _ReLUMomentsFn.apply(mean, var)
+    return _relu_moments_parts(mean, var)
+
+def _fast_relu_forward(self, x):
+    "`MomentReLU.forward` with `relu_moments_fast` for `method='fast'`."
+    mean, var = as_pair(x); var = _var_or_zeros(mean, var)
+    return (relu_moments if self.method == 'exact' else relu_moments_fast)(mean, var)
+
+MomentReLU.forward = _fast_relu_forward             # the same interface and numbers; the fast path from here on
+
+# %% ../nbs/04_nn.ipynb #c8d232f0
+def default_loss(output, target):
+    "Cross-entropy: the fast-dropout expectation for a `(mean, var)` output, `F.cross_entropy` for plain logits."
+    if isinstance(output, tuple): return fast_dropout_cross_entropy(*output, target)
+    return F.cross_entropy(output, target)
+
+def _dist_info():
+    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+def _save_atomic(obj, path):
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    torch.save(obj, tmp); os.replace(tmp, path)
+
+def _check_settings(path, saved, settings):
+    "Refuse to resume from the checkpoint at `path` when its `saved` settings are not the run's `settings`."
+    if saved != settings:
+        raise ValueError(f"checkpoint {path} was written by a run with other settings ({saved}, now "
+                         f"{settings}); delete it or pass another checkpoint path")
+
+def _resume(checkpoint, model, opt, settings, device):
+    "The history saved in `checkpoint`, with the model and optimizer restored from it; [] when there is none."
+    if checkpoint is None or not Path(checkpoint).exists(): return []
+    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    _check_settings(checkpoint, state.get('settings'), settings)
+    model.load_state_dict(state['model']); opt.load_state_dict(state['optimizer'])
+    return state['history']
+
+# %% ../nbs/04_nn.ipynb #1dcd88a0
+def _train_checks(model, X, y, max_norm):
+    "Check the data and `max_norm`; return the weights `max_norm` caps (every 2-D weight), or []."
+    check_finite(X, 'X')
+    if len(X) != len(y): raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+    if max_norm is not None and not (np.isfinite(max_norm) and max_norm > 0): raise ValueError(f"max_norm must be finite and > 0; got {max_norm}")
+    return [w for name, w in model.named_parameters() if name.endswith('weight') and w.ndim == 2] if max_norm else []
+
+def _train_epoch(net, opt, X, y, seed, epoch, batch_size, loss_fn, capped, max_norm, rank, world):
+    """One epoch in batches of a seeded shuffle, with seeded dropout masks (a resumed run equals an uninterrupted one); the summed
+    loss. Each rank takes its share of a batch, its loss weighted by its share, so that DDP's average is the batch's gradient."""
+    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).to(X.device)
+    torch.manual_seed(seed * 100_003 + epoch + 7919 * rank)
+    total = torch.zeros((), device=X.device)
+    with no_checks():
+        for i in range(0, len(perm), batch_size):
+            idx = perm[i:i + batch_size]
+            if world > 1:
+                if len(idx) < world: continue
+                share = idx.tensor_split(world)[rank]; weight = len(share) * world / len(idx)
+            else: share, weight = idx, 1.0
+            loss = loss_fn(net(X[share]), y[share]) * weight
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+            if capped:
+                with torch.no_grad():
+                    for w in capped: w.copy_(torch.renorm(w, 2, 0, max_norm))
+            total += loss.detach() * len(idx)
+    return total
+
+# %% ../nbs/04_nn.ipynb #d34cb74e
+def train_mlp(model:nn.Module,          # a `FastDropoutMLP`, a real dropout net, or any module whose output `loss_fn` takes
+              X:torch.Tensor,           # training inputs
+              y:torch.Tensor,           # their targets
+              epochs:int,               # epochs in all (a resumed run counts the saved ones)
+              lr:float=0.05,            # learning rate of the first epoch
+              batch_size:int=100, momentum:float=0.9, weight_decay:float=0.0,
+              lr_decay:float=1.0,       # `lr` is multiplied by this every epoch
+              loss_fn=default_loss,     # `loss_fn(model(X_batch), y_batch)`
+              seed:int=0,               # seeds every epoch's shuffle and dropout masks, so a resumed run equals an uninterrupted one
+              checkpoint=None,          # a path written after every epoch and resumed from; one of other settings is refused
+              evaluate=None,            # `evaluate(model)` -> dict, merged into every epoch's record
+              until=None,               # stop once `until(record)` is true
+              progress=None,            # progress bar: None follows `progress_disable`; True/False force it
+              max_norm=None,            # cap every 2-D weight's rows at this L2 norm after each step (Srivastava et al. 2014)
+             )->list:                   # one record per epoch: epoch, loss, seconds, wall, lr and what `evaluate` returns
+    "Train `model` by SGD with momentum; checkpointed, resumable, data-parallel (DDP) under torch.distributed."
+    capped = _train_checks(model, X, y, max_norm)
+    rank, world = _dist_info()
+    net = DistributedDataParallel(model) if world > 1 and not isinstance(model, DistributedDataParallel) else model
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    settings = dict(lr=lr, batch_size=int(batch_size), momentum=momentum, weight_decay=weight_decay, lr_decay=lr_decay,
+                    seed=seed, max_norm=max_norm, n=len(X), world=world)
+    history = _resume(checkpoint, model, opt, settings, X.device)
+    if history and until is not None and until(history[-1]): return history
+    bar = progress_bar(int(epochs), 'train', progress if rank == 0 else False)
+    bar.n, wall = len(history), (history[-1]['wall'] if history else 0.0)
+    for epoch in range(len(history), epochs):
+        for group in opt.param_groups: group['lr'] = lr * lr_decay ** epoch
+        model.train(); t0 = time.perf_counter()
+        total = _train_epoch(net, opt, X, y, seed, epoch, batch_size, loss_fn, capped, max_norm, rank, world)
+        if X.is_cuda: torch.cuda.synchronize()
+        secs = time.perf_counter() - t0; wall += secs
+        history.append(record := dict(epoch=epoch + 1, loss=total.item() / len(X), seconds=secs, wall=wall, lr=lr * lr_decay ** epoch))
+        if evaluate is not None: record.update(evaluate(model))
+        if checkpoint is not None and rank == 0:
+            _save_atomic(dict(settings=settings, model=model.state_dict(), optimizer=opt.state_dict(), history=history), checkpoint)
+        bar.set_postfix_str(' '.join(f'{k} {v:.4g}' for k, v in record.items() if isinstance(v, float) and k not in ('wall', 'lr')), refresh=False); bar.update()
+        if until is not None and until(record): break
+    bar.close(); return history
+
+# %% ../nbs/04_nn.ipynb #efbb72a8
+PAPER_MNIST_ERRORS = {'plain': (182, 182), 'mc_dropout': (105, 120), 'fast_dropout': (134, 134), 'fast_dropout_var': (109, 110)}
+MNIST_SIZES = (784, 1200, 1200, 10)
+
+def mnist_tensors(data_dir=None, n_train=None, device='cpu', dtype=torch.float32):
+    "MNIST as tensors (X in [0, 1], shape (n, 784); y int64): the first `n_train` (default all 60 000) training and the 10 000 test images."
+    ds = load_mnist(data_dir)
+    X = torch.tensor(ds.X.reshape(len(ds.X), -1), dtype=dtype) / 255; y = torch.tensor(ds.y, dtype=torch.int64)
+    tr, te = (torch.as_tensor(i) for i in ds.split)
+    tr = tr[:n_train] if n_train is not None else tr
+    return tuple(t.to(device) for t in (X[tr], y[tr], X[te], y[te]))
+
+def make_mnist_model(kind, sizes=MNIST_SIZES, p_input=0.2, p_hidden=0.5, var_scale=1.5, seed=0):
+    "The net for one MNIST row: 'plain', 'mc_dropout' (nn.Sequential), 'fast_dropout', 'fast_dropout_var' (FastDropoutMLP)."
+    if kind not in PAPER_MNIST_ERRORS: raise ValueError(f"kind must be one of {tuple(PAPER_MNIST_ERRORS)}; got {kind!r}")
+    torch.manual_seed(seed)
+    if kind == 'plain': return dropout_mlp(sizes, 0.0, 0.0)
+    if kind == 'mc_dropout': return dropout_mlp(sizes, p_input, p_hidden)
+    return FastDropoutMLP(sizes, p_input, p_hidden, var_scale=var_scale if kind == 'fast_dropout_var' else 1.0)
+
+# %% ../nbs/04_nn.ipynb #523538a7
+@torch.no_grad()
+def objective_gap(model, X, y, n_samples=20, seed=0):
+    """The training loss of a trained dropout net two ways on `X`, `y`: moment propagation's expected cross-entropy
+    and real dropout's (Monte Carlo over `n_samples` masks; mean and standard error), on the same weights (a
+    `FastDropoutMLP` with its `dropout_twin`, a `dropout_mlp` with its `fast_twin`); `logit_var_ratio` is the median
+    over logits of real dropout's variance (over the masks) / the propagated one."""
+    real, fast = _real_and_fast(model)
+    was = real.training; real.train()
+    with torch.random.fork_rng(devices=[X.device] if X.is_cuda else []):
+        torch.manual_seed(seed)
+        logits = torch.stack([real(X) for _ in range(n_samples)])
+    real.train(was)
+    losses = torch.stack([F.cross_entropy(z, y) for z in logits])
+    mean, var = fast(X)
+    return dict(moment=float(default_loss((mean, var), y)), real_dropout=float(losses.mean()),
+                real_dropout_se=float(losses.std() / n_samples ** 0.5), n=len(X),
+                logit_var_ratio=float((logits.var(0) / var).median()))     # real / propagated logit variance, median
+
+# %% ../nbs/04_nn.ipynb #e57ce621
+def _mnist_report(model, kind, hist, data, settings, mc_samples, validation, device):
+    "The JSON-able record of one trained MNIST net: test errors by each way to predict, beside the paper's; settings; diagnostics."
+    Xtr, ytr, Xte, yte = data
+    method = 'moment' if kind.startswith('fast') else 'standard'
+    errors = {method: count_errors(model, Xte, yte, method=method)}
+    if kind == 'mc_dropout':
+        errors[f'mc{mc_samples}'] = count_errors(model, Xte, yte, method='mc', n_samples=mc_samples)
+        errors['moment'] = count_errors(model, Xte, yte, method='moment')
+    gap = None if kind == 'plain' else objective_gap(model, Xtr[:10_000], ytr[:10_000])
+    layers = None if kind == 'plain' else variance_ratio_by_layer(model, Xtr[:500], n_samples=200)
+    return dict(kind=kind, test_errors=errors, n_test=len(yte), paper=PAPER_MNIST_ERRORS[kind], epochs=len(hist), n_train=len(ytr),
+                evaluated_on='validation (the last 10 000 training images)' if validation else 'test', settings=settings,
+                train_seconds=hist[-1]['wall'] if hist else 0.0, final_loss=hist[-1]['loss'] if hist else None,
+                curve=[[h['epoch'], h['test_errors']] for h in hist if 'test_errors' in h], train_loss_two_ways=gap, variance_by_layer=layers,
+                device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device), torch=torch.__version__)
+
+# %% ../nbs/04_nn.ipynb #28767d80
+def mnist_experiment(kind:str,                # 'plain', 'mc_dropout', 'fast_dropout' or 'fast_dropout_var'
+                     data_dir=None,           # where `load_mnist` finds MNIST
+                     epochs:int=300,
+                     n_train:int|None=None,   # train on the first `n_train` training images (None: all 60 000)
+                     lr:float=0.05, lr_decay:float=0.99, batch_size:int=100, momentum:float=0.9,
+                     var_scale:float=1.5,     # the extra variance of 'fast_dropout_var'
+                     seed:int=0,
+                     device=None,             # None: CUDA when available, else the CPU
+                     checkpoint=None,         # as in `train_mlp`: written every epoch, resumed from
+                     progress=None,           # as in `train_mlp`
+                     data=None,               # `(X_train, y_train, X_test, y_test)` tensors instead of loading MNIST
+                     mc_samples:int=100,      # masks averaged by the MC-dropout net's MC prediction
+                     curve:bool=True,         # record the test errors after every epoch (a learning curve, not a stopping rule)
+                     max_norm=None,           # as in `train_mlp`
+                     validation:bool=False,   # train on all but the last 10 000 training images and score those, not the test set
+                    )->dict:                  # JSON-able: errors beside the paper's, settings, curve, `objective_gap`, `variance_ratio_by_layer`
+    "Train one MNIST 784-1200-1200-10 net of `kind` and report its test errors beside the paper's; the headline is the last epoch's."
+    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    Xtr, ytr, Xte, yte = data if data is not None else mnist_tensors(data_dir, n_train, device)
+    if validation:
+        if len(Xtr) <= 10_000: raise ValueError(f"validation needs more than 10 000 training images; got {len(Xtr)}")
+        Xtr, ytr, Xte, yte = Xtr[:-10_000], ytr[:-10_000], Xtr[-10_000:], ytr[-10_000:]
+    model = make_mnist_model(kind, var_scale=var_scale, seed=seed).to(device)
+    method = 'moment' if kind.startswith('fast') else 'standard'
+    evaluate = (lambda m: dict(test_errors=count_errors(m, Xte, yte, method=method))) if curve else None
+    hist = train_mlp(model, Xtr, ytr, epochs, lr=lr, lr_decay=lr_decay, batch_size=batch_size, momentum=momentum,
+                     seed=seed, checkpoint=checkpoint, progress=progress, evaluate=evaluate, max_norm=max_norm)
+    settings = dict(lr=lr, lr_decay=lr_decay, batch_size=batch_size, momentum=momentum, var_scale=var_scale, seed=seed, max_norm=max_norm)
+    return _mnist_report(model, kind, hist, (Xtr, ytr, Xte, yte), settings, mc_samples, validation, device)

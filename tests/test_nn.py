@@ -24,11 +24,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fastdropout_nb.arrays import no_checks
 from fastdropout_nb.nn import (DeltaVariance, FastDropoutLinear, FastDropoutMLP, MomentConv, MomentMaxPool2d, MomentReLU, MomentSigmoid,
-                               MomentTanh, default_loss, dropout_mlp, fast_dropout_bce, fast_dropout_cross_entropy,
-                               fast_dropout_mse, delta_moments, max_moments, moment_propagation, objective_gap, relu_moments_fast,
-                               train_mlp, variance_ratio_by_layer)
+                               MomentTanh, _FastDropoutLinearFn, _ReLUMomentsFn, default_loss, dropout_mlp, dropout_twin, fast_dropout_bce,
+                               fast_dropout_cross_entropy, fast_dropout_mse, fast_twin, delta_moments, linear_moments, max_moments,
+                               moment_propagation, objective_gap, predict_proba, relu_moments_direct, relu_moments_fast, train_mlp,
+                               variance_ratio_by_layer)
 from fastdropout_nb.moments import relu_moments
-from fastdropout_nb.testing import all_masks, gauss_max_quad, gauss_quad, mask_probs, mean_var_pairs
+from fastdropout_nb.testing import all_masks, gauss_max_quad, gauss_quad, linear_exact, mask_probs, mean_var_pairs, tiny_net
 
 pytestmark = pytest.mark.filterwarnings('ignore::scipy.integrate.IntegrationWarning')
 
@@ -41,25 +42,6 @@ ACT = {'relu': lambda t: np.maximum(t, 0), 'sigmoid': expit, 'tanh': np.tanh}
 
 
 # ---------------------------------------------------------------------------------------- references
-def linear_exact(W, b, m, v, p):
-    n = len(m); masks = all_masks(n); pm = mask_probs(masks, p)
-    X = m + (all_masks(n) * 2 - 1) * np.sqrt(v)
-    Y = (masks[:, None, :] * X[None] / (1 - p)) @ W.T          # the bias shifts the mean only: leaving it out of
-    P = pm[:, None] * 0.5 ** n                                   # Y - E[Y] avoids cancellation against it
-    mean = np.einsum('ms,msk->k', P, Y)
-    return mean + b, np.einsum('ms,msk->k', P, (Y - mean) ** 2)
-
-
-def tiny_net(seed, activation, sizes=(4, 5, 5, 2)):
-    g = torch.Generator().manual_seed(seed); rng = np.random.default_rng(seed)
-    p_in, p_h = rng.uniform(0.05, 0.6, size=2)
-    net = FastDropoutMLP(sizes, p_in, p_h, activation, dtype=torch.float64)
-    with torch.no_grad():
-        for l in lins(net):
-            l.weight.normal_(0, math.sqrt(2 / l.in_features), generator=g); l.bias.normal_(0, 0.5, generator=g)
-    return net, torch.randn(sizes[0], generator=g, dtype=torch.float64)
-
-
 def lins(net): return [l for l in net.layers if isinstance(l, FastDropoutLinear)]
 
 
@@ -118,6 +100,91 @@ def test_linear_layer_exact(n, k, p, seed, scale):
     assert np.allclose(gv, ev, rtol=1e-10, atol=1e-10 * ev.max() + 1e-300)
 
 
+# ---------------------------------------------------------------------------------------- fast paths = the plain formulas
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(0.0, 0.95), st.sampled_from([0.0, 0.5, 1.0, 1.7]), st.booleans(), st.booleans())
+def test_fast_linear_equals_formula(seed, p, var_scale, with_var, with_bias):
+    """Appendix A's FastDropoutLinear paths against autograd through `linear_moments`: gradcheck of `_FastDropoutLinearFn`,
+    values and all gradients equal under autograd, values equal on the cached no-grad path, and the cache follows
+    in-place updates of the weight."""
+    g = torch.Generator().manual_seed(seed)
+    lin = FastDropoutLinear(5, 3, p, bias=with_bias, var_scale=var_scale, dtype=torch.float64)
+    W0 = lin.weight.detach().clone().requires_grad_(); b0 = lin.bias.detach().clone().requires_grad_() if with_bias else None
+    m0 = torch.randn(2, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    v0 = torch.rand(2, 4, 5, generator=g, dtype=torch.float64, requires_grad=True) if with_var else None
+    x = (m0, v0) if with_var else m0
+    noise, amp = var_scale * p / (1 - p), 1 / (1 - p)
+    assert torch.autograd.gradcheck(lambda m, W: _FastDropoutLinearFn.apply(m, v0, W, b0, noise, amp), (m0, W0))
+    got, ref = lin(x), linear_moments(m0, v0, W0, b0, p, var_scale)
+    assert all(torch.allclose(a, r, rtol=1e-12, atol=1e-14) for a, r in zip(got, ref))
+    inputs = [t for t in (m0, v0) if t is not None]
+    up = tuple(torch.randn(2, 2, 4, 3, generator=g, dtype=torch.float64))
+    ga = torch.autograd.grad(got, inputs + [p_ for p_ in lin.parameters()], up)
+    gr = torch.autograd.grad(ref, inputs + [t for t in (W0, b0) if t is not None], up)
+    assert all(torch.allclose(a, r, rtol=1e-11, atol=1e-13) for a, r in zip(ga, gr))
+    with torch.no_grad():
+        assert all(torch.allclose(a, r, rtol=1e-12, atol=1e-14) for a, r in zip(lin(x), ref))
+        lin.weight.mul_(2.0)
+        assert all(torch.allclose(a, r, rtol=1e-12, atol=1e-14) for a, r in zip(lin(x), linear_moments(m0, v0, 2 * W0, b0, p, var_scale)))
+
+
+@given(st.lists(mean_var_pairs(), min_size=1, max_size=20), st.integers(0, 2**31 - 1))
+def test_fast_relu_equals_formula(pairs, seed):
+    """Appendix A's ReLU path (`relu_moments_fast`, `_ReLUMomentsFn`) against autograd through the plain formulas
+    (`relu_moments_direct`): values within 1e-14 of the cancelling terms' scale, gradients to rtol 1e-10, also at s = 0."""
+    mu, var = (torch.tensor(c, dtype=torch.float64) for c in zip(*pairs))
+    scale = torch.maximum(torch.ones_like(mu), torch.maximum(mu * mu, var))
+    m, v = mu.clone().requires_grad_(), var.clone().requires_grad_()
+    fast, plain = relu_moments_fast(m, v), relu_moments_direct(m, v)
+    assert ((fast[0] - plain[0]).abs() <= 1e-14 * scale.sqrt()).all() and ((fast[1] - plain[1]).abs() <= 1e-14 * scale).all()
+    up = tuple(torch.randn(2, len(mu), generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    for a, b in zip(torch.autograd.grad(fast, (m, v), up), torch.autograd.grad(plain, (m, v), up)):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12 * scale.max().sqrt().item())
+
+
+@settings(max_examples=10)
+@given(st.integers(0, 2**31 - 1))
+def test_fast_relu_gradcheck(seed):
+    g = torch.Generator().manual_seed(seed)
+    m = (torch.randn(3, 5, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    v = (torch.rand(3, 5, generator=g, dtype=torch.float64) * 4 + 0.05).requires_grad_()
+    assert torch.autograd.gradcheck(_ReLUMomentsFn.apply, (m, v))
+    assert torch.autograd.gradcheck(lambda m, v: MomentReLU()((m, v)), (m, v))
+
+
+def test_fast_relu_catches_a_sign_slip():
+    "The closed-form backward with dV/dmu = 2 M Phi (a sign slip) differs from autograd through the plain formulas."
+    class Slip(torch.autograd.Function):
+        forward = staticmethod(_ReLUMomentsFn.forward)
+        @staticmethod
+        def backward(ctx, g_mean, g_var):
+            out_mean, cdf, t, keep = ctx.saved_tensors
+            gv = torch.where(keep, g_var, 0.0)
+            return g_mean * cdf + 2 * gv * out_mean * cdf, gv * cdf + t * (0.5 * g_mean - gv * out_mean)
+    m = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True); v = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    up = (torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+    assert not torch.allclose(torch.autograd.grad(Slip.apply(m, v), m, up)[0], torch.autograd.grad(relu_moments_direct(m, v), m, up)[0])
+
+
+def test_twins_share_parameters():
+    "fast_twin / dropout_twin: the same numbers as a FastDropoutMLP loaded with the weights, on shared (not copied) parameters."
+    torch.manual_seed(0)
+    for act in ('relu', 'sigmoid', 'tanh'):
+        real = dropout_mlp((6, 7, 7, 3), 0.3, 0.4, act).double()
+        ref = FastDropoutMLP((6, 7, 7, 3), 0.3, 0.4, act, dtype=torch.float64)
+        for a, b in zip([m for m in real if isinstance(m, nn.Linear)], lins(ref)): b.load_state_dict(a.state_dict())
+        x = torch.randn(5, 6, dtype=torch.float64)
+        fast = fast_twin(real)
+        assert all(torch.equal(a, b) for a, b in zip(fast(x), ref(x)))
+        assert all(torch.equal(a, b) for a, b in zip(moment_propagation(real)(x), ref(x)))
+        assert lins(fast)[1].weight is real[5].weight and dropout_twin(fast)[5].weight is real[5].weight
+        assert torch.allclose(predict_proba(real, x, method='moment'), predict_proba(fast, x, method='moment'))
+    for bad in (nn.Sequential(nn.Dropout(0.5), nn.Linear(3, 2), nn.GELU(), nn.Dropout(0.5), nn.Linear(2, 2)),
+                nn.Sequential(nn.Dropout(0.1), nn.Linear(3, 3), nn.ReLU(), nn.Dropout(0.2), nn.Linear(3, 3), nn.ReLU(), nn.Dropout(0.5), nn.Linear(3, 2)),
+                nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Dropout(0.5), nn.Linear(2, 2)), nn.Linear(2, 2)):
+        with pytest.raises(ValueError, match="dropout_mlp's shape"): fast_twin(bad)
+
+
 @pytest.mark.parametrize('activation', ['relu', 'sigmoid', 'tanh'])
 @settings(max_examples=4)
 @given(seed=st.integers(1000, 10**6))
@@ -141,16 +208,6 @@ def test_real_dropout_medians(activation):
     for layer, r in rows.items():
         med = np.median(np.array(r), axis=0)
         assert med[0] <= bm and med[1] <= bs, (layer, med)
-
-
-def test_moment_propagation_matches_fast_mlp():
-    torch.manual_seed(0)
-    for act in ('relu', 'sigmoid', 'tanh'):
-        mc = dropout_mlp((6, 7, 7, 3), 0.3, 0.4, act).double()
-        fd = FastDropoutMLP((6, 7, 7, 3), 0.3, 0.4, act, dtype=torch.float64)
-        for a, b in zip([m for m in mc if isinstance(m, nn.Linear)], lins(fd)): b.load_state_dict(a.state_dict())
-        x = torch.randn(5, 6, dtype=torch.float64)
-        assert all(torch.equal(a, b) for a, b in zip(moment_propagation(mc)(x), fd(x)))
 
 
 # ---------------------------------------------------------------------------------------- convolutional nets
