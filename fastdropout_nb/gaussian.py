@@ -16,6 +16,18 @@ from .arrays import as_float, check_finite, check_rate
 # %% auto #0
 __all__ = ['BERRY_ESSEEN_C', 'dropout_moments', 'berry_esseen_bound', 'largest_term_share']
 
+# %% ../nbs/00_gaussian.ipynb #85c56df3
+def dropout_moments(x, w, p=0.5):
+    """Exact `(mean, var)` of `Y = sum_i w_i x_i z_i` with `z_i ~ Bernoulli(1 - p_i)` independent.
+
+    `x`: `(m,)` or `(n, m)`, NumPy, SciPy sparse (never densified) or torch; `w`: `(m,)` or `(m, k)`;
+    `p`: drop probability, scalar or `(m,)`. Returns arrays of shape `x.shape[:-1] + w.shape[1:]`,
+    torch tensors if any argument is one (differentiable in x, w and p), else float64 NumPy."""
+    o, x, w, p, q = _prepare(x, w, p)
+    mean = _power_dot(o, x, 1, q * w)
+    var = _power_dot(o, x, 2, q * p * (w * w))          # q (1 - q) = q p: no cancellation for small p
+    return mean, var
+
 # %% ../nbs/00_gaussian.ipynb #10264800
 def _is_torch_sparse(x): return torch.is_tensor(x) and x.layout != torch.strided
 
@@ -65,18 +77,6 @@ def _power_dot(o, x, power, coef):
         return out if coef.ndim == 2 else out[:, 0]
     xp = x if power == 1 else (x * x if power == 2 else o.abs(x) ** power)
     return xp @ coef
-
-# %% ../nbs/00_gaussian.ipynb #85c56df3
-def dropout_moments(x, w, p=0.5):
-    """Exact `(mean, var)` of `Y = sum_i w_i x_i z_i` with `z_i ~ Bernoulli(1 - p_i)` independent.
-
-    `x`: `(m,)` or `(n, m)`, NumPy, SciPy sparse (never densified) or torch; `w`: `(m,)` or `(m, k)`;
-    `p`: drop probability, scalar or `(m,)`. Returns arrays of shape `x.shape[:-1] + w.shape[1:]`,
-    torch tensors if any argument is one (differentiable in x, w and p), else float64 NumPy."""
-    o, x, w, p, q = _prepare(x, w, p)
-    mean = _power_dot(o, x, 1, q * w)
-    var = _power_dot(o, x, 2, q * p * (w * w))          # q (1 - q) = q p: no cancellation for small p
-    return mean, var
 
 # %% ../nbs/00_gaussian.ipynb #f8697b16
 BERRY_ESSEEN_C = 0.56   # Shevtsova (2010): C0 <= 0.5600 for independent, non-identically distributed terms
