@@ -7,21 +7,22 @@ Docs: https://fastdropout-nb.github.io/fastdropout_nb/distillation.html.md"""
 
 # %% ../nbs/05_distillation.ipynb #6b958250
 from __future__ import annotations
-import contextlib, copy, math, sys, time
+import contextlib, copy, inspect, math, sys, time
 from pathlib import Path
 import numpy as np
 import torch
-from torch import nn
+from torch import nn, fx
 import torch.nn.functional as F
 from .testing import all_masks, mask_probs, MAX_ENUM
 from .progress import progress_bar
 
 # %% auto #0
-__all__ = ['DROPOUT_TYPES', 'OUTPUTS', 'PAPER_MNIST', 'dropout_modules', 'dropout_mode', 'seeded', 'to_output',
+__all__ = ['DROPOUT_TYPES', 'FUNCTIONAL_DROPOUT', 'RANDOM_FUNCTIONS', 'RANDOM_METHODS', 'SUPPORTED_DROPOUT', 'OUTPUTS',
+           'PAPER_MNIST', 'dropout_modules', 'dropout_mode', 'seeded', 'switchable_dropout', 'to_output',
            'standard_predict', 'mc_predict', 'enumerate_dropout', 'exact_predict', 'sq_loss', 'kl_loss', 'l1_loss',
            'neg_entropy', 'sq_norm', 'exact_objectives', 'jensen_gap', 'check_bregman_constant', 'check_convex_bound',
-           'random_teacher', 'random_students', 'moment_teacher', 'distill', 'digits_split', 'mlp', 'train_classifier',
-           'scores', 'gap_recovered', 'small_convnet', 'n_params', 'digits_teacher', 'digits_distillation',
+           'random_teacher', 'random_students', 'moment_teacher', 'distill', 'digits_split', 'mlp', 'scores',
+           'gap_recovered', 'train_classifier', 'small_convnet', 'n_params', 'digits_teacher', 'digits_distillation',
            's_strategies', 'compression_curve', 'time_per_prediction', 'inference_costs', 'lenet', 'mnist_table']
 
 # %% ../nbs/05_distillation.ipynb #44b513ae
@@ -54,6 +55,111 @@ def seeded(seed, device=None):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+# %% ../nbs/05_distillation.ipynb #4c699c64
+FUNCTIONAL_DROPOUT = {F.dropout: nn.Dropout, torch.dropout: nn.Dropout, F.dropout1d: nn.Dropout1d,
+                      F.dropout2d: nn.Dropout2d, F.dropout3d: nn.Dropout3d}
+RANDOM_FUNCTIONS = {torch.rand, torch.rand_like, torch.randn, torch.randn_like, torch.randint, torch.randint_like,
+                    torch.randperm, torch.bernoulli, torch.multinomial, torch.normal, torch.poisson, torch.dropout_,
+                    torch.feature_dropout, torch.feature_dropout_, torch.native_dropout, torch.alpha_dropout,
+                    torch.alpha_dropout_, torch.feature_alpha_dropout, F.alpha_dropout, F.feature_alpha_dropout,
+                    F.gumbel_softmax}
+RANDOM_METHODS = {'bernoulli', 'bernoulli_', 'uniform_', 'normal_', 'random_', 'exponential_', 'geometric_',
+                  'cauchy_', 'log_normal_', 'multinomial'}
+SUPPORTED_DROPOUT = ("nn.Dropout, nn.Dropout1d/2d/3d, F.dropout, F.dropout1d/2d/3d or torch.dropout with a constant p "
+                     "(any `training` argument)")
+
+def _where(node):
+    "The graph node `node` named with its op, target and the path of the module whose forward holds it."
+    stack = node.meta.get('nn_module_stack') or {}
+    path = list(stack.values())[-1][0] if stack else ''
+    target = getattr(node.target, '__name__', node.target)
+    return f"node {node.name!r} ({node.op} {target}) in {f'module {path!r}' if path else 'the model’s own forward'}"
+
+def _refuse_modules(model):
+    "ValueError for a module whose randomness follows its own `training` flag (it cannot be switched alone)."
+    for name, m in model.named_modules():
+        bad = (isinstance(m, (nn.AlphaDropout, nn.FeatureAlphaDropout)) and m.p > 0 and 'alpha dropout') or \
+              (isinstance(m, nn.MultiheadAttention) and m.dropout > 0 and 'attention dropout') or \
+              (isinstance(m, nn.RNNBase) and m.dropout > 0 and m.num_layers > 1 and 'dropout between recurrent layers')
+        if bad: raise ValueError(f"module {name or 'model'!r} ({type(m).__name__}) has {bad}, which cannot be "
+                                 f"switched on alone; supported: {SUPPORTED_DROPOUT}")
+
+def _dropout_args(node):
+    "(input, p, inplace) of a functional dropout node; p must be a constant."
+    if node.target is torch.dropout: a = dict(zip(('input', 'p', 'train'), node.args), **node.kwargs)
+    else:
+        b = inspect.signature(node.target).bind(*node.args, **node.kwargs); b.apply_defaults(); a = b.arguments
+    p = a['p']
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ValueError(f"{_where(node)}: the dropout rate must be a constant in [0, 1]; got {p!r}")
+    return a['input'], float(p), bool(a.get('inplace', False))
+
+# %% ../nbs/05_distillation.ipynb #4793df05
+def _trace(model, training):
+    "torch.fx graph of `model`'s forward traced with every module's flag set to `training` (flags restored)."
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.train(training)
+        return fx.Tracer().trace(model)
+    except Exception as e:
+        raise ValueError(f"model ({type(model).__name__}) cannot be traced by torch.fx, so its dropouts cannot be "
+                         f"found and switched: {type(e).__name__}: {e}") from e
+    finally:
+        for m, f in flags: m.training = f
+
+def _dropout_net(model, name='model'):
+    "`switchable_dropout(model)`, refused when it holds no dropout with p > 0 (sampling would repeat one pass)."
+    net = switchable_dropout(model)
+    if not dropout_modules(net):
+        raise ValueError(f"{name} has no dropout with p > 0 (supported: {SUPPORTED_DROPOUT}): every sampled net "
+                         "would be the same net; use standard_predict for a net without dropout")
+    return net
+
+def _n_functional(graph): return sum(n.op == 'call_function' and n.target in FUNCTIONAL_DROPOUT for n in graph.nodes)
+
+def _check_same_dropouts(model, graph):
+    "ValueError when training mode traces more functional dropouts than `graph` (a dropout behind `if self.training:`)."
+    try: n_train = _n_functional(_trace(model, True))
+    except ValueError: return                   # only the eval-mode forward is traceable: nothing to compare
+    if n_train != _n_functional(graph):
+        raise ValueError(f"model's forward holds {n_train} functional dropouts in training mode but {_n_functional(graph)} "
+                         "in eval mode: write each as F.dropout(x, p, training=self.training), not under `if self.training:`")
+
+# %% ../nbs/05_distillation.ipynb #c7061b57
+def _rewrite_node(gm, node, i, seen):
+    "Make `node` of `gm` a call of its own dropout module (functional dropout, or a dropout module already called)."
+    if (node.op == 'call_function' and node.target in RANDOM_FUNCTIONS) or \
+       (node.op == 'call_method' and node.target in RANDOM_METHODS):
+        raise ValueError(f"{_where(node)} draws random numbers outside a dropout that can be switched alone; "
+                         f"supported: {SUPPORTED_DROPOUT}")
+    if node.op == 'call_function' and node.target in FUNCTIONAL_DROPOUT:
+        x, p, inplace = _dropout_args(node)
+        gm.add_submodule(f'functional_dropout_{i}', FUNCTIONAL_DROPOUT[node.target](p, inplace=inplace).train(gm.training))
+        with gm.graph.inserting_after(node): new = gm.graph.call_module(f'functional_dropout_{i}', (x,))
+        new.meta = dict(node.meta)
+        node.replace_all_uses_with(new); gm.graph.erase_node(node)
+    elif node.op == 'call_module' and isinstance(gm.get_submodule(node.target), DROPOUT_TYPES):
+        if node.target in seen:                 # one module called at several places: each call its own gates
+            name = f"{node.target.replace('.', '_')}_call_{i}"
+            gm.add_submodule(name, copy.deepcopy(gm.get_submodule(node.target)))
+            node.target = name
+        seen.add(node.target)
+
+def switchable_dropout(model:nn.Module, # any module whose forward torch.fx can trace
+                       training:bool=False, # the mode the forward is traced in (eval for prediction)
+                      )->nn.Module: # a GraphModule sharing `model`'s parameters and buffers
+    "`model` rewritten so that each dropout call is a dropout module of its own, which `dropout_mode` switches alone."
+    if getattr(model, '_switchable_dropout', False): return model
+    _refuse_modules(model)
+    graph = _trace(model, training)
+    if not training: _check_same_dropouts(model, graph)
+    gm = fx.GraphModule(model, graph, class_name=f'Switchable{type(model).__name__}')
+    gm.training, seen = training, set()
+    for i, node in enumerate(list(gm.graph.nodes)): _rewrite_node(gm, node, i, seen)
+    gm.recompile()
+    gm._switchable_dropout = True
+    return gm
 
 # %% ../nbs/05_distillation.ipynb #b6f6138d
 OUTPUTS = ('probs', 'raw')
@@ -94,24 +200,37 @@ def _batches(x, batch_size):
         raise ValueError(f"batch_size must be a positive integer or None; got {batch_size!r}")
     return x.split(int(batch_size))
 
-def standard_predict(model, x, output='probs', batch_size=None):
+# %% ../nbs/05_distillation.ipynb #cec68510
+def standard_predict(model:nn.Module, # any net whose forward torch.fx can trace (without dropout: one eval pass)
+                     x:torch.Tensor, # inputs, batch first
+                     output:str='probs', # 'probs': softmax along dim 1; 'raw': the outputs as they are
+                     batch_size:int|None=None, # predict `x` in batches of this size (None: one batch)
+                    )->torch.Tensor: # the outputs, shape (n, ...)
     "Standard dropout (weight scaling): one pass with every gate at its mean, i.e. dropout off."
     _check_model(model); _check_output(output); _check_inputs(model, x)
-    with torch.no_grad(), dropout_mode(model, sample=False):
-        return torch.cat([to_output(_forward(model, b), output) for b in _batches(x, batch_size)])
+    net = switchable_dropout(model)
+    with torch.no_grad(), dropout_mode(net, sample=False):
+        return torch.cat([to_output(_forward(net, b), output) for b in _batches(x, batch_size)])
 
-def mc_predict(model, x, n_samples=100, output='probs', seed=None, batch_size=None, progress=None):
-    "MC dropout: the average of `n_samples` sampled nets' outputs (softmax outputs for 'probs'); a bar over the batches on a terminal."
+def mc_predict(model:nn.Module, # a dropout net whose forward torch.fx can trace
+               x:torch.Tensor, # inputs, batch first
+               n_samples:int=100, # sampled nets averaged
+               output:str='probs', # 'probs': average the softmax outputs; 'raw': the raw outputs
+               seed:int|None=None, # seeds the gates (torch's global RNG, forked); None: the global stream goes on
+               batch_size:int|None=None, # predict `x` in batches of this size (None: one batch)
+               progress:bool|None=None, # a bar over the batches: None on a terminal only, True/False force it
+              )->torch.Tensor: # the averaged outputs, shape (n, ...)
+    "MC dropout: the average of `n_samples` sampled nets' outputs, only the dropouts sampling."
     _check_model(model); _check_output(output); _check_inputs(model, x)
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}")
-    batches = _batches(x, batch_size)
-    with torch.no_grad(), dropout_mode(model, sample=True), seeded(seed, getattr(x, 'device', None)), \
+    net, batches = _dropout_net(model), _batches(x, batch_size)
+    with torch.no_grad(), dropout_mode(net, sample=True), seeded(seed, getattr(x, 'device', None)), \
          progress_bar(len(batches), f'MC-{int(n_samples)} predict', progress) as bar:
         outs = []
         for b in batches:
-            acc = to_output(_forward(model, b), output)
-            for _ in range(int(n_samples) - 1): acc = acc + to_output(model(b), output)
+            acc = to_output(_forward(net, b), output)
+            for _ in range(int(n_samples) - 1): acc = acc + to_output(net(b), output)
             outs.append(acc / int(n_samples))
             bar.update()
         return torch.cat(outs)
@@ -122,42 +241,52 @@ def _gate_shape(m, inp):
     if isinstance(m, nn.Dropout): return tuple(inp.shape[1:])
     return (inp.shape[1],) + (1,) * (inp.dim() - 2)
 
-def enumerate_dropout(model, x, output='raw', max_units=MAX_ENUM):
-    "Outputs of `model` on `x` for every gate configuration, shape (2**m, *out), and their probabilities (2**m,)."
-    _check_model(model); _check_output(output); _check_inputs(model, x)
-    drops = dropout_modules(model)
+def _gate_shapes(net, x):
+    "{dropout module: the shape of one example's gates} for the dropouts of `net` that run on `x`, in running order."
     shapes = {}
-    def record(m, inp, out): shapes[m] = _gate_shape(m, inp[0])
-    hooks = [d.register_forward_hook(record) for d in drops]
+    def record(m, inp, out):
+        if m in shapes: raise ValueError(f"a {type(m).__name__} runs twice in one forward pass inside a module torch.fx "
+                                         "does not trace through; enumeration needs one set of gates per call")
+        shapes[m] = _gate_shape(m, inp[0])
+    hooks = [d.register_forward_hook(record) for d in dropout_modules(net)]
     try:
-        with torch.no_grad(), dropout_mode(model, sample=False): _forward(model, x)
+        with torch.no_grad(), dropout_mode(net, sample=False): _forward(net, x)
     finally:
         for h in hooks: h.remove()
-    drops = [d for d in drops if d in shapes]
-    sizes = [math.prod(shapes[d]) for d in drops]
-    m = sum(sizes)
-    if m > max_units: raise ValueError(f"model has {m} droppable units; exact enumeration needs <= {max_units}")
-    masks = all_masks(m)
-    probs = mask_probs(masks, np.concatenate([np.full(s, d.p) for s, d in zip(sizes, drops)]) if m else np.zeros(0))
-    offs = np.cumsum([0] + sizes)
-    current = {}
-    def apply(mod, inp, out):
-        g = current[mod]
-        return inp[0] * g.to(inp[0]) / (1 - mod.p)
-    hooks = [d.register_forward_hook(apply) for d in drops]
+    return shapes
+
+# %% ../nbs/05_distillation.ipynb #00dfd833
+def enumerate_dropout(model:nn.Module, # a dropout net with few droppable units
+                      x:torch.Tensor, # inputs, batch first
+                      output:str='raw', # 'raw' outputs, or 'probs' (softmax along dim 1)
+                      max_units:int=MAX_ENUM, # refuse nets with more droppable units (2**m forward passes)
+                     ): # outputs (2**m, n, ...) and their probabilities (2**m,)
+    "The outputs of `model` on `x` for every gate configuration, and each configuration's probability."
+    _check_model(model); _check_output(output); _check_inputs(model, x)
+    net = _dropout_net(model)
+    shapes = _gate_shapes(net, x)
+    drops, sizes = list(shapes), [math.prod(s) for s in shapes.values()]
+    if sum(sizes) > max_units: raise ValueError(f"model has {sum(sizes)} droppable units; exact enumeration needs <= {max_units}")
+    masks, offs = all_masks(sum(sizes)), np.cumsum([0] + sizes)
+    probs = mask_probs(masks, np.concatenate([np.full(s, d.p) for s, d in zip(sizes, drops)]) if drops else np.zeros(0))
+    gates = {}
+    hooks = [d.register_forward_hook(lambda mod, inp, out: inp[0] * gates[mod].to(inp[0]) / (1 - mod.p)) for d in drops]
     outs = []
     try:
-        with torch.no_grad(), dropout_mode(model, sample=False):
+        with torch.no_grad(), dropout_mode(net, sample=False):
             for row in masks:
-                for i, d in enumerate(drops):
-                    current[d] = torch.as_tensor(row[offs[i]:offs[i + 1]]).reshape(shapes[d])
-                outs.append(to_output(model(x), output))
+                gates.update({d: torch.as_tensor(row[offs[i]:offs[i + 1]]).reshape(shapes[d]) for i, d in enumerate(drops)})
+                outs.append(to_output(net(x), output))
     finally:
         for h in hooks: h.remove()
     return torch.stack(outs), torch.as_tensor(probs, dtype=outs[0].dtype)
 
-def exact_predict(model, x, output='probs', max_units=MAX_ENUM):
-    "The ideal predictor E_σ[f_σ(x)] by enumerating every gate configuration (few droppable units only)."
+def exact_predict(model:nn.Module, # a dropout net with few droppable units
+                  x:torch.Tensor, # inputs, batch first
+                  output:str='probs', # 'probs': average the softmax outputs; 'raw': the raw outputs
+                  max_units:int=MAX_ENUM, # refuse nets with more droppable units
+                 )->torch.Tensor: # E_σ[f_σ(x)], shape (n, ...)
+    "The ideal predictor by enumerating every gate configuration."
     outs, probs = enumerate_dropout(model, x, output, max_units)
     return torch.tensordot(probs, outs, dims=1)
 
@@ -195,7 +324,14 @@ def jensen_gap(outs, probs, phi):
     return (torch.tensordot(probs, phi(outs), dims=1) - phi(ybar)).mean()
 
 # %% ../nbs/05_distillation.ipynb #cf2d1c2f
-def check_bregman_constant(outs, probs, students, loss, phi, objectives=exact_objectives, rtol=1e-10):
+def check_bregman_constant(outs, # teacher outputs for every gate configuration, (M, N, K)
+                           probs, # the configurations' probabilities, (M,)
+                           students, # student outputs, each (N, K)
+                           loss, # loss(y, ŷ) per example
+                           phi, # the convex generator whose Jensen gap J′ − J should be
+                           objectives=exact_objectives, # computes (J, J′); replaceable by a broken variant
+                           rtol:float=1e-10, # relative tolerance
+                          )->float: # the Jensen gap
     "Assert J′(q) − J(q) is the same for every student in `students` and equals the Jensen gap of `phi`."
     gaps = torch.stack([torch.sub(*reversed(objectives(outs, probs, q, loss))) for q in students])
     jg = jensen_gap(outs, probs, phi)
@@ -207,7 +343,11 @@ def check_bregman_constant(outs, probs, students, loss, phi, objectives=exact_ob
         raise AssertionError(f"J' - J = {gaps.tolist()} differs from the Jensen gap {float(jg):.17g}")
     return float(jg)
 
-def check_convex_bound(outs, probs, students, loss, objectives=exact_objectives, atol=1e-12, min_spread=1e-6):
+def check_convex_bound(outs, probs, students, loss, # as in `check_bregman_constant`
+                       objectives=exact_objectives, # computes (J, J′)
+                       atol:float=1e-12, # allowed J′ − J below 0
+                       min_spread:float=1e-6, # the least spread of J′ − J across students that shows it moves
+                      ): # J′ − J per student
     "Assert J′(q) − J(q) ≥ 0 for every student and that it varies across `students` (a convex, non-Bregman loss)."
     gaps = torch.stack([torch.sub(*reversed(objectives(outs, probs, q, loss))) for q in students])
     if float(gaps.min()) < -atol: raise AssertionError(f"J' < J for a student: J' - J = {gaps.tolist()}")
@@ -216,8 +356,15 @@ def check_convex_bound(outs, probs, students, loss, objectives=exact_objectives,
     return gaps
 
 # %% ../nbs/05_distillation.ipynb #631599da
-def random_teacher(seed, n_in=3, hidden=(4, 3), n_out=3, p=(0.5, 0.3), act=nn.Tanh, dtype=torch.float64):
-    "A small MLP with a dropout layer after each hidden layer, random weights from `seed` (few droppable units)."
+def random_teacher(seed:int, # seeds the weights (standard normal × 1.5)
+                   n_in:int=3, # inputs
+                   hidden=(4, 3), # hidden widths, each followed by `act` and a dropout
+                   n_out:int=3, # outputs
+                   p=(0.5, 0.3), # the dropout rate after each hidden layer
+                   act=nn.Tanh, # the activation (a module class)
+                   dtype=torch.float64, # parameter dtype
+                  )->nn.Sequential:
+    "A small MLP with a dropout layer after each hidden layer and random weights (few droppable units)."
     g = torch.Generator().manual_seed(seed)
     layers, d = [], n_in
     for h, pi in zip(hidden, p):
@@ -250,29 +397,28 @@ def _make_loss(loss, output):
     raise ValueError(f"loss must be 'kl', 'mse' or a callable loss(y_teacher, student_output); got {loss!r}")
 
 def moment_teacher(teacher, output='probs'):
-    """The deterministic teacher x ↦ E_σ[f_σ(x)] by moment propagation (`fastdropout_nb.nn.moment_propagation`):
-    E[softmax] of the propagated logits (unscented) for `output='probs'`, the mean logits for `'raw'`."""
-    try: from fastdropout_nb.nn import moment_propagation
+    """The deterministic teacher x ↦ E_σ[f_σ(x)] by moment propagation (`propagation.moment_propagation`):
+    E[softmax] of the propagated logits for `output='probs'`, the mean logits for `'raw'`."""
+    try: from fastdropout_nb.propagation import moment_propagation
     except ImportError as e:
-        raise ValueError("target='moments' needs fastdropout_nb.nn.moment_propagation, which is not available") from e
+        raise ValueError("target='moments' needs moment_propagation, which is not available") from e
     mp = moment_propagation(teacher, output='softmax' if output == 'probs' else 'mean')
     def target(x):
         with torch.no_grad(): return mp(x)
     return target
 
 def _make_target(target, teacher, output):
+    "The teacher's targets as a function of a batch: one sampled net per example ('mc'), weight scaling, moments, or yours."
     if callable(target): return target
-    if target == 'mc':
-        def mc(x):
-            with dropout_mode(teacher, sample=True): return to_output(teacher(x), output)
-        return mc
-    if target == 'standard':
-        def std(x):
-            with dropout_mode(teacher, sample=False): return to_output(teacher(x), output)
-        return std
     if target == 'moments': return moment_teacher(teacher, output)
-    raise ValueError(f"target must be 'mc', 'standard', 'moments' or a callable; got {target!r}")
+    if target not in ('mc', 'standard'):
+        raise ValueError(f"target must be 'mc', 'standard', 'moments' or a callable; got {target!r}")
+    net = switchable_dropout(teacher)
+    def teacher_target(x):
+        with dropout_mode(net, sample=target == 'mc'): return to_output(net(x), output)
+    return teacher_target
 
+# %% ../nbs/05_distillation.ipynb #4f0a355f
 def _iter_batches(unlabelled, batch_size, gen):
     "Yield input batches from a tensor (shuffled with `gen`) or from an iterable of batches."
     if torch.is_tensor(unlabelled):
@@ -291,6 +437,118 @@ def _make_optimizer(optimizer, params, lr, weight_decay):
     if optimizer == 'adam': return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if optimizer == 'sgd': return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     raise ValueError(f"optimizer must be 'adam', 'sgd' or a callable params -> Optimizer; got {optimizer!r}")
+
+def _name(x): return x if isinstance(x, str) else 'callable'
+
+def _student_net(student):
+    "The student as it is trained: its functional dropouts made modules (kept off) when fx can trace it; else as it is."
+    try: return switchable_dropout(student, training=True)
+    except ValueError: return student
+
+# %% ../nbs/05_distillation.ipynb #6ae93ac5
+def _positive_int(v, name):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive integer; got {v!r}")
+
+def _check_distill_args(teacher, student, unlabelled, output, epochs, batch_size, perturb, lr):
+    "ValueError naming the first argument of `distill` that is wrong."
+    _check_model(teacher, 'teacher'); _check_model(student, 'student'); _check_output(output)
+    _dropout_net(teacher, 'teacher')
+    _positive_int(epochs, 'epochs'); _positive_int(batch_size, 'batch_size')
+    if not (isinstance(perturb, (int, float)) and 0 <= perturb < 1):
+        raise ValueError(f"perturb is the probability of zeroing an input entry and must lie in [0, 1); got {perturb!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive number; got {lr!r}")
+    if student is teacher: raise ValueError("student must be a separate module (e.g. copy.deepcopy(teacher))")
+    if torch.is_tensor(unlabelled):
+        if unlabelled.dim() == 0 or len(unlabelled) == 0: raise ValueError("unlabelled holds no inputs")
+        _check_inputs(teacher, unlabelled, 'unlabelled')
+    elif not hasattr(unlabelled, '__iter__') or isinstance(unlabelled, (str, bytes)):
+        raise ValueError(f"unlabelled must be a tensor of inputs or an iterable of input batches; got {type(unlabelled).__name__}")
+    elif iter(unlabelled) is unlabelled and epochs > 1:
+        raise ValueError("unlabelled is a one-shot iterator; pass a tensor, list or DataLoader to run several epochs")
+    if not [q for q in student.parameters() if q.requires_grad]: raise ValueError("student has no trainable parameters")
+
+# %% ../nbs/05_distillation.ipynb #08e7a8cb
+def _distill_epoch(net, target_fn, loss_fn, opt, unlabelled, batch_size, perturb, gen, device, check_batch, epoch):
+    "One pass of Algorithm 2 over `unlabelled`: per batch, the teacher's targets, then one gradient step of the student `net`."
+    net.train()
+    for d in dropout_modules(net): d.eval()                    # the student is a deterministic predictor
+    t0, total, count = time.perf_counter(), 0.0, 0
+    for xb in _iter_batches(unlabelled, batch_size, gen):
+        if check_batch: _check_inputs(check_batch, xb, 'unlabelled batch')
+        xb = xb.to(device)
+        if perturb > 0: xb = xb * (torch.rand(xb.shape, generator=gen).to(device) >= perturb).to(xb.dtype)
+        with torch.no_grad(): y = _forward(target_fn, xb, 'unlabelled batch')
+        out = _forward(net, xb, 'unlabelled batch')
+        if tuple(y.shape) != tuple(out.shape):
+            raise ValueError(f"teacher target shape {tuple(y.shape)} does not match student output shape {tuple(out.shape)}")
+        lmean = loss_fn(y, out).mean()
+        if not torch.isfinite(lmean): raise FloatingPointError(f"distillation loss is {float(lmean)} at epoch {epoch}")
+        opt.zero_grad(set_to_none=True); lmean.backward(); opt.step()
+        total += float(lmean.detach()) * len(xb); count += len(xb)
+    if count == 0: raise ValueError("unlabelled holds no inputs")
+    return dict(loss=total / count, seconds=time.perf_counter() - t0)
+
+def _fit(model, run_epoch, opt, sched, gen, device, epochs, settings, checkpoint, report, bar):
+    "Epoch records of `run_epoch(epoch)`, `sched` stepped after each; resumed from and written to `checkpoint` (appendix)."
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        with seeded(settings['seed'], device):
+            history = [] if checkpoint is None else _resume(checkpoint, settings, model, opt, sched, gen, device)
+            if history: bar.set_postfix_str(f"resumed after epoch {len(history)}", refresh=False); bar.update(len(history))
+            for epoch in range(len(history), epochs):
+                rec = run_epoch(epoch)
+                sched.step()
+                history.append(dict(epoch=epoch + 1, **rec))
+                if checkpoint is not None: _save_checkpoint(checkpoint, settings, model, opt, sched, gen, device, history)
+                if report: report(history[-1])
+                bar.set_postfix_str(f"loss {rec['loss']:.5f}", refresh=False); bar.update()
+    except BaseException:
+        for m, f in flags: m.training = f
+        raise
+    finally: bar.close()
+    return history
+
+# %% ../nbs/05_distillation.ipynb #bf94e74e
+def distill(teacher:nn.Module, # the dropout net (any forward torch.fx can trace); never modified
+            student:nn.Module, # the deterministic net trained to predict like the teacher's ideal predictor
+            unlabelled, # a tensor of inputs (shuffled each epoch) or a re-iterable of input batches
+            loss='kl', # 'kl': KL(teacher ‖ student) on probabilities; 'mse'; or loss(y_teacher, student_output)
+            epochs:int=10, # passes over `unlabelled`
+            lr:float=1e-3, # learning rate
+            perturb:float=0.0, # probability of zeroing each input entry (fresh each step)
+            batch_size:int=128, # inputs per step
+            target='mc', # 'mc': one sampled net per example per step; 'standard'; 'moments'; or target(x)
+            output:str='probs', # the space of targets and losses: 'probs' or 'raw'
+            optimizer='adam', # 'adam', 'sgd' (momentum 0.9) or a callable params -> Optimizer
+            weight_decay:float=0.0, # the optimiser's L2 penalty
+            milestones=(), # epochs after which lr /= 10
+            seed:int|None=None, # seeds shuffling, perturbation and gates (and makes a resumed run reproducible)
+            progress=None, # None: a bar on a terminal; True/False: force it; or a callable receiving each epoch's record
+            checkpoint=None, # a path written after every epoch and resumed from (appendix)
+           )->nn.Module: # `student` in eval mode, its per-epoch records in `student.distill_history_`
+    "Train `student` to match the dropout `teacher`'s ideal predictor on `unlabelled` inputs (Algorithm 2)."
+    _check_distill_args(teacher, student, unlabelled, output, epochs, batch_size, perturb, lr)
+    loss_fn, target_fn, net = _make_loss(loss, output), _make_target(target, teacher, output), _student_net(student)
+    teacher_state, params = _state(teacher), [q for q in student.parameters() if q.requires_grad]
+    opt = _make_optimizer(optimizer, params, lr, weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
+    gen, device = torch.Generator().manual_seed(0 if seed is None else seed), params[0].device
+    settings = dict(epochs=int(epochs), lr=lr, batch_size=int(batch_size), perturb=perturb, seed=seed, loss=_name(loss),
+                    target=_name(target), output=output, optimizer=_name(optimizer), weight_decay=weight_decay,
+                    milestones=list(milestones), n=len(unlabelled) if torch.is_tensor(unlabelled) else None)
+    report = progress if callable(progress) else None
+    bar = progress_bar(int(epochs), 'distill', False if report is not None else progress)
+    run = lambda e: _distill_epoch(net, target_fn, loss_fn, opt, unlabelled, int(batch_size), perturb, gen, device,
+                                   None if torch.is_tensor(unlabelled) else teacher, e)
+    history = _fit(student, run, opt, sched, gen, device, int(epochs), settings, checkpoint, report, bar)
+    after = teacher.state_dict()
+    if set(after) != set(teacher_state) or any(not torch.equal(after[k], v) for k, v in teacher_state.items()):
+        raise RuntimeError("the teacher was modified during distillation")
+    student.eval()
+    student.distill_history_ = history
+    return student
 
 # %% ../nbs/05_distillation.ipynb #874b66fc
 def _rng_states(gen, device):
@@ -315,100 +573,6 @@ def _save_checkpoint(path, settings, model, opt, sched, gen, device, history):
     _save_atomic(dict(settings=settings, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                       rng=_rng_states(gen, device), history=history), path)
 
-def _name(x): return x if isinstance(x, str) else 'callable'
-
-# %% ../nbs/05_distillation.ipynb #bf94e74e
-def distill(teacher, student, unlabelled, loss='kl', epochs=10, lr=1e-3, perturb=0.0, batch_size=128,
-            target='mc', output='probs', optimizer='adam', weight_decay=0.0, milestones=(), seed=None,
-            progress=None, checkpoint=None):
-    """Train `student` to match the dropout `teacher`'s ideal predictor on `unlabelled` inputs (Algorithm 2).
-
-    `unlabelled`: a tensor of inputs (shuffled each epoch) or a re-iterable of input batches.
-    `loss`: 'kl' (KL(teacher‖student) on probabilities), 'mse', or `loss(y_teacher, student_output)`.
-    `target`: 'mc' (one sampled gate configuration per example per step), 'standard', 'moments' or a callable.
-    `perturb`: probability of zeroing each input entry (fresh each step). `milestones`: epochs at which lr /= 10.
-    `progress`: None (a bar over the epochs on a terminal), True/False (force it), or a callable receiving each epoch's record.
-    `checkpoint`: a path written after every epoch and resumed from (give a `seed` for a reproducible resume).
-    Returns the student in eval mode; its per-epoch records are in `student.distill_history_`."""
-    _check_model(teacher, 'teacher'); _check_model(student, 'student'); _check_output(output)
-    if not dropout_modules(teacher):
-        raise ValueError("teacher has no dropout layer (nn.Dropout/Dropout1d/2d/3d with p > 0): nothing to distil")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer; got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-    if not (isinstance(perturb, (int, float)) and 0 <= perturb < 1):
-        raise ValueError(f"perturb is the probability of zeroing an input entry and must lie in [0, 1); got {perturb!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number; got {lr!r}")
-    if student is teacher: raise ValueError("student must be a separate module (e.g. copy.deepcopy(teacher))")
-    loss_fn, target_fn = _make_loss(loss, output), _make_target(target, teacher, output)
-    if torch.is_tensor(unlabelled):
-        if unlabelled.dim() == 0 or len(unlabelled) == 0: raise ValueError("unlabelled holds no inputs")
-        _check_inputs(teacher, unlabelled, 'unlabelled')
-    elif not hasattr(unlabelled, '__iter__') or isinstance(unlabelled, (str, bytes)):
-        raise ValueError(f"unlabelled must be a tensor of inputs or an iterable of input batches; got {type(unlabelled).__name__}")
-    elif iter(unlabelled) is unlabelled and epochs > 1:
-        raise ValueError("unlabelled is a one-shot iterator; pass a tensor, list or DataLoader to run several epochs")
-    teacher_state = _state(teacher)
-    params = [q for q in student.parameters() if q.requires_grad]
-    if not params: raise ValueError("student has no trainable parameters")
-    opt = _make_optimizer(optimizer, params, lr, weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
-    gen = torch.Generator().manual_seed(0 if seed is None else seed)
-    device = params[0].device
-    report = progress if callable(progress) else None
-    settings = dict(epochs=int(epochs), lr=lr, batch_size=int(batch_size), perturb=perturb, seed=seed, loss=_name(loss),
-                    target=_name(target), output=output, optimizer=_name(optimizer), weight_decay=weight_decay,
-                    milestones=list(milestones), n=len(unlabelled) if torch.is_tensor(unlabelled) else None)
-    bar = progress_bar(int(epochs), 'distill', False if report is not None else progress)
-    checked = False
-    flags = [(m, m.training) for m in student.modules()]
-    try:
-        with seeded(seed, device):
-            history = _resume(checkpoint, settings, student, opt, sched, gen, device)
-            if history: bar.set_postfix_str(f"resumed after epoch {len(history)}", refresh=False); bar.update(len(history))
-            for epoch in range(len(history), int(epochs)):
-                student.train()
-                for d in dropout_modules(student): d.eval()
-                t0, total, count = time.perf_counter(), 0.0, 0
-                for xb in _iter_batches(unlabelled, int(batch_size), gen):
-                    if not torch.is_tensor(unlabelled): _check_inputs(teacher, xb, 'unlabelled batch')
-                    xb = xb.to(device)
-                    if perturb > 0:
-                        keep = torch.rand(xb.shape, generator=gen).to(device) >= perturb
-                        xb = xb * keep.to(xb.dtype)
-                    with torch.no_grad(): y = _forward(target_fn, xb, 'unlabelled batch')
-                    out = _forward(student, xb, 'unlabelled batch')
-                    if not checked:
-                        if tuple(y.shape) != tuple(out.shape):
-                            raise ValueError(f"teacher target shape {tuple(y.shape)} does not match student output shape {tuple(out.shape)}")
-                        checked = True
-                    lval = loss_fn(y, out)
-                    lmean = lval.mean()
-                    if not torch.isfinite(lmean): raise FloatingPointError(f"distillation loss is {float(lmean)} at epoch {epoch}")
-                    opt.zero_grad(set_to_none=True)
-                    lmean.backward()
-                    opt.step()
-                    total += float(lmean.detach()) * len(xb); count += len(xb)
-                if count == 0: raise ValueError("unlabelled holds no inputs")
-                sched.step()
-                rec = dict(epoch=epoch + 1, loss=total / count, seconds=time.perf_counter() - t0)
-                history.append(rec)
-                if checkpoint is not None: _save_checkpoint(checkpoint, settings, student, opt, sched, gen, device, history)
-                if report: report(rec)
-                bar.set_postfix_str(f"loss {rec['loss']:.5f}", refresh=False); bar.update()
-    except BaseException:
-        for m, f in flags: m.training = f
-        raise
-    finally: bar.close()
-    after = teacher.state_dict()
-    if set(after) != set(teacher_state) or any(not torch.equal(after[k], v) for k, v in teacher_state.items()):
-        raise RuntimeError("the teacher was modified during distillation")
-    student.eval()
-    student.distill_history_ = history
-    return student
-
 # %% ../nbs/05_distillation.ipynb #8e8ecade
 from sklearn.datasets import load_digits
 from .data import load_mnist
@@ -422,38 +586,18 @@ def digits_split(seed=0, n_train=600, n_unseen=597):
     parts = dict(train=idx[:n_train], unseen=idx[n_train:n_train + n_unseen], test=idx[n_train + n_unseen:])
     return {k: (X[v], y[v]) for k, v in parts.items()}
 
-def mlp(n_in=64, hidden=(64, 64), n_out=10, p_in=0.2, p=0.5):
-    "An MLP with dropout `p_in` on the input and `p` after every hidden ReLU layer (`p = 0`: no dropout)."
+def mlp(n_in:int=64, # inputs
+        hidden=(64, 64), # hidden widths (ReLU)
+        n_out:int=10, # outputs
+        p_in:float=0.2, # dropout on the input (0: none)
+        p:float=0.5, # dropout after every hidden layer (0: none)
+       )->nn.Sequential:
+    "An MLP with dropout on the input and after every hidden layer."
     layers, d = ([nn.Dropout(p_in)] if p_in > 0 else []), n_in
     for h in hidden:
         layers += [nn.Linear(d, h), nn.ReLU()] + ([nn.Dropout(p)] if p > 0 else [])
         d = h
     return nn.Sequential(*layers, nn.Linear(d, n_out))
-
-def train_classifier(model, X, y, epochs=100, lr=1e-3, batch_size=64, seed=0, optimizer='adam',
-                     weight_decay=0.0, milestones=(), checkpoint=None, progress=None):
-    """Train `model` on labelled (X, y) with cross-entropy (dropout sampling as usual); returns it in eval mode.
-    `checkpoint` and `progress` (None: a bar over the epochs on a terminal; True/False: force it) as in `distill`."""
-    opt = _make_optimizer(optimizer, list(model.parameters()), lr, weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
-    gen, device = torch.Generator().manual_seed(seed), next(model.parameters()).device
-    settings = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, optimizer=_name(optimizer),
-                    weight_decay=weight_decay, milestones=list(milestones), n=len(X))
-    with seeded(seed, device), progress_bar(epochs, 'train', progress) as bar:
-        history = _resume(checkpoint, settings, model, opt, sched, gen, device)
-        if history: bar.set_postfix_str(f"resumed after epoch {len(history)}", refresh=False); bar.update(len(history))
-        model.train()
-        for epoch in range(len(history), epochs):
-            idx, loss = torch.randperm(len(X), generator=gen), torch.tensor(float('nan'))
-            for i in range(0, len(X), batch_size):
-                j = idx[i:i + batch_size]
-                loss = F.cross_entropy(model(X[j].to(device)), y[j].to(device))
-                opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-            sched.step()
-            history.append(dict(epoch=epoch + 1, loss=float(loss.detach())))
-            if checkpoint is not None: _save_checkpoint(checkpoint, settings, model, opt, sched, gen, device, history)
-            bar.set_postfix_str(f"last batch loss {history[-1]['loss']:.4f}", refresh=False); bar.update()
-    return model.eval()
 
 def scores(probs, y):
     "Test error (%) and mean negative log-likelihood of class probabilities `probs` for labels `y`."
@@ -465,6 +609,38 @@ def gap_recovered(standard, mc, distilled):
     "Share (%) of the standard→MC improvement that the distilled net recovers (nan when there is no gap)."
     gap = standard - mc
     return float('nan') if gap <= 0 else 100.0 * (standard - distilled) / gap
+
+# %% ../nbs/05_distillation.ipynb #474507fa
+def train_classifier(model:nn.Module, # the net, trained in place (its dropouts sample as usual)
+                     X:torch.Tensor, # inputs, batch first
+                     y:torch.Tensor, # class labels
+                     epochs:int=100, # passes over (X, y)
+                     lr:float=1e-3, # learning rate
+                     batch_size:int=64, # examples per step
+                     seed:int=0, # seeds shuffling and dropout masks
+                     optimizer='adam', # 'adam', 'sgd' (momentum 0.9) or a callable params -> Optimizer
+                     weight_decay:float=0.0, # the optimiser's L2 penalty
+                     milestones=(), # epochs after which lr /= 10
+                     checkpoint=None, # a path written after every epoch and resumed from, as in `distill`
+                     progress=None, # None: a bar over the epochs on a terminal; True/False: force it
+                    )->nn.Module: # `model` in eval mode
+    "Train `model` on labelled (X, y) with cross-entropy."
+    opt = _make_optimizer(optimizer, list(model.parameters()), lr, weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
+    gen, device = torch.Generator().manual_seed(seed), next(model.parameters()).device
+    settings = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, optimizer=_name(optimizer),
+                    weight_decay=weight_decay, milestones=list(milestones), n=len(X))
+    def run_epoch(epoch):
+        model.train()
+        idx, loss = torch.randperm(len(X), generator=gen), torch.tensor(float('nan'))
+        for i in range(0, len(X), batch_size):
+            j = idx[i:i + batch_size]
+            loss = F.cross_entropy(model(X[j].to(device)), y[j].to(device))
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        return dict(loss=float(loss.detach()))
+    bar = progress_bar(epochs, 'train', progress)
+    _fit(model, run_epoch, opt, sched, gen, device, epochs, settings, checkpoint, None, bar)
+    return model.eval()
 
 # %% ../nbs/05_distillation.ipynb #819fb58f
 def small_convnet(p_in=0.5, p=0.5, channels=(16, 32), hidden=64, n_out=10):
@@ -488,9 +664,20 @@ def digits_teacher(quick=True, seed=0, p_in=0.5, p=0.5, epochs=None):
     train_classifier(teacher, *data['train'], epochs=epochs or (100 if quick else 300), lr=2e-3, seed=seed)
     return data, teacher
 
-def digits_distillation(data, teacher, quick=True, seed=0, S='perturbed', n_mc=100, epochs=None, lr=1e-3,
-                        student=None, loss='kl', target='mc'):
-    "Test scores of standard, MC-`n_mc` and distilled prediction; the student starts as a copy of the teacher."
+# %% ../nbs/05_distillation.ipynb #7498d775
+def digits_distillation(data:dict, # `digits_split`'s train / unseen / test parts
+                        teacher:nn.Module, # the trained dropout teacher
+                        quick:bool=True, # 30 distillation epochs (100 unless `quick`)
+                        seed:int=0, # seeds the distillation and the MC masks
+                        S:str='perturbed', # the unlabelled set: 'train', 'perturbed' (pixels zeroed w.p. 0.2) or 'unseen'
+                        n_mc:int=100, # sampled nets of MC prediction
+                        epochs:int|None=None, # overrides the epochs `quick` sets
+                        lr:float=1e-3, # the student's learning rate (Adam)
+                        student:nn.Module|None=None, # None: a copy of the teacher, as in the paper
+                        loss:str='kl', # `distill`'s loss
+                        target:str='mc', # `distill`'s target
+                       ): # (test scores of standard / mc / distilled and the recovered shares, the student)
+    "Test scores of standard, MC-`n_mc` and distilled prediction."
     Xtr, Xun = data['train'][0], data['unseen'][0]
     S_inputs, perturb = dict(train=(Xtr, 0.0), perturbed=(Xtr, 0.2), unseen=(Xun, 0.0))[S]
     student = copy.deepcopy(teacher) if student is None else student
@@ -510,8 +697,14 @@ def s_strategies(data, teacher, quick=True, seed=0, strategies=('train', 'pertur
     "Distilled test scores for each way of building the unlabelled set S (no labels are used in any)."
     return {S: digits_distillation(data, teacher, quick, seed, S=S)[0]['distilled'] for S in strategies}
 
-def compression_curve(data, teacher, quick=True, seed=0, widths=(0.25, 0.5, 1.0), epochs=None):
-    "Distil into dropout-free `small_convnet`s of channel/hidden widths `widths` × (16, 32, 64), trained from scratch."
+def compression_curve(data:dict, # `digits_split`'s parts
+                      teacher:nn.Module, # the trained dropout teacher
+                      quick:bool=True, # 40 distillation epochs (150 unless `quick`)
+                      seed:int=0, # seeds each student and its distillation
+                      widths=(0.25, 0.5, 1.0), # the students' widths relative to (16, 32, 64) channels / hidden units
+                      epochs:int|None=None, # overrides the epochs `quick` sets
+                     )->dict: # the teacher's parameter count and a row of test scores per width
+    "Distil into dropout-free `small_convnet`s of the given widths, trained from scratch."
     rows = []
     for w in widths:
         torch.manual_seed(seed)
@@ -521,6 +714,7 @@ def compression_curve(data, teacher, quick=True, seed=0, widths=(0.25, 0.5, 1.0)
         rows.append(dict(width=w, params=n_params(student), **res['distilled']))
     return dict(teacher_params=n_params(teacher), rows=rows)
 
+# %% ../nbs/05_distillation.ipynb #0693b1d7
 def time_per_prediction(predict, x, repeats=3):
     "Seconds per example of `predict(x)` (the best of `repeats` timed calls on the whole batch `x`)."
     predict(x[:2])                                  # warm-up
@@ -529,8 +723,15 @@ def time_per_prediction(predict, x, repeats=3):
         t0 = time.perf_counter(); predict(x); best = min(best, time.perf_counter() - t0)
     return best / len(x)
 
-def inference_costs(teacher, student, x, n_mc=100, repeats=3, moments=None):
-    "Time per prediction (s) of standard, MC-`n_mc`, distilled and (if given) moment-propagation inference, in one run."
+def inference_costs(teacher:nn.Module, # the dropout teacher
+                    student:nn.Module, # the distilled student
+                    x:torch.Tensor, # the inputs predicted in each timed call
+                    n_mc:int=100, # sampled nets of MC prediction
+                    repeats:int=3, # timed calls; the best counts
+                    moments=None, # a moment-propagated twin to time too (`moment_teacher(teacher)`), or None
+                   )->dict: # seconds per prediction by method
+    "Time per prediction of standard, MC-`n_mc`, distilled and (if given) moment-propagation inference, in one run."
+    teacher, student = switchable_dropout(teacher), switchable_dropout(student)   # rewritten once, not in each call
     costs = dict(standard=time_per_prediction(lambda b: standard_predict(teacher, b), x, repeats),
                  **{f'mc-{n_mc}': time_per_prediction(lambda b: mc_predict(teacher, b, n_mc, seed=0), x, repeats)},
                  distilled=time_per_prediction(lambda b: standard_predict(student, b), x, repeats))
@@ -551,9 +752,17 @@ def lenet(dropout='last', p=0.5):
                          nn.Conv2d(20, 50, 5), nn.MaxPool2d(2), *d(dropout == 'all'), nn.Flatten(),
                          nn.Linear(50 * 4 * 4, 500), nn.ReLU(), *d(True), nn.Linear(500, 10))
 
-def mnist_table(dropout='last', quick=False, seed=0, device=None, data_dir=None, n_mc=100, mc_repeats=5, checkpoint_dir=None):
-    """Standard / MC / distilled / moment-propagation test error (%) of LeNet (`dropout='last'`) or LeNetAll ('all') on
-    MNIST, paper protocol; with `checkpoint_dir` the teacher's training and the distillation checkpoint there and resume."""
+# %% ../nbs/05_distillation.ipynb #7aa3ad2e
+def mnist_table(dropout:str='last', # 'last': LeNet (dropout before the last layer); 'all': LeNetAll
+                quick:bool=False, # a smoke test: 2000 training and 1000 test images, 1 + 1 epochs
+                seed:int=0, # seeds the teacher, the distillation and the MC masks
+                device=None, # None: CUDA if available, else the CPU
+                data_dir=None, # where `load_mnist` keeps MNIST
+                n_mc:int=100, # sampled nets of MC prediction
+                mc_repeats:int=5, # MC predictions (seeds) averaged for the MC error and its spread
+                checkpoint_dir=None, # checkpoints of the teacher's training and the distillation, resumed from
+               )->dict: # test errors (%) of standard / MC / distilled / moment propagation, and the paper's
+    "Standard / MC / distilled / moment-propagation test error (%) of LeNet or LeNetAll on MNIST, the paper's protocol."
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     ds = load_mnist(data_dir)
     (Xtr, ytr), (Xte, yte) = ds.train, ds.test

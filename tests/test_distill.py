@@ -1,9 +1,12 @@
 """Heavier checks of `fastdropout_nb.distill`: Theorem 1 by exact enumeration over many random nets,
-prediction modes and state restoration, and `distill`'s contract (frozen teacher, errors, options).
+prediction modes and state restoration, `distill`'s contract (frozen teacher, errors, options), and
+nets written as people write them: functional dropout (found by the torch.fx rewrite) and batch norm.
 
 Runs in the `ci` Hypothesis profile in well under a minute; `HYPOTHESIS_PROFILE=dev` for more examples.
 """
 import copy
+import itertools
+import math
 import sys
 import types
 
@@ -11,12 +14,13 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 from torch import nn
+import torch.nn.functional as F
 
 from fastdropout_nb.distill import (check_bregman_constant, check_convex_bound, digits_distillation, digits_split,
                                     distill, dropout_mode, enumerate_dropout, exact_objectives, exact_predict,
                                     inference_costs, jensen_gap, kl_loss, l1_loss, lenet, mc_predict, moment_teacher, neg_entropy,
-                                    random_students, random_teacher, small_convnet, sq_loss, sq_norm,
-                                    standard_predict)
+                                    random_students, random_teacher, seeded, small_convnet, sq_loss, sq_norm,
+                                    standard_predict, switchable_dropout, dropout_modules)
 from fastdropout_nb.testing import assert_mc_close
 
 torch.set_num_threads(1)
@@ -170,9 +174,9 @@ def test_lenet_shapes(dropout, n):
 
 
 def test_moments_target_is_moment_propagation():
-    """`target='moments'` distils from `fastdropout_nb.nn.moment_propagation(teacher, output='softmax')`; with
+    """`target='moments'` distils from `fastdropout_nb.propagation.moment_propagation(teacher, output='softmax')`; with
     dropout rate 0 that deterministic teacher is the standard prediction exactly."""
-    from fastdropout_nb.nn import moment_propagation
+    from fastdropout_nb.propagation import moment_propagation
     teacher = random_teacher(1, 3, (4,), 3, (0.5,), nn.ReLU, torch.float64)
     x = torch.randn(64, 3, dtype=torch.float64)
     mp = moment_propagation(teacher, output='softmax')
@@ -193,7 +197,8 @@ def test_moments_target_is_moment_propagation():
 
 
 def test_moments_target_missing_module_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, 'fastdropout_nb.nn', None)   # import fails
+    for name in ('fastdropout_nb.nn', 'fastdropout_nb.propagation'):
+        monkeypatch.setitem(sys.modules, name, None)               # import fails, wherever it comes from
     teacher = random_teacher(1, 3, (4,), 3, (0.5,), nn.ReLU, torch.float32)
     with pytest.raises(ValueError, match='moment_propagation'):
         distill(teacher, copy.deepcopy(teacher), torch.randn(8, 3), target='moments', epochs=1, progress=False)
@@ -242,3 +247,167 @@ def test_checkpoints_resume_to_the_uninterrupted_result(tmp_path, monkeypatch):
     res = train_classifier(net(), x, y, checkpoint=tmp_path / 't.pt', **ckw)
     for a, b in zip(ref.state_dict().values(), res.state_dict().values()): assert torch.equal(a, b)
     assert not list(tmp_path.glob('.*.tmp'))                     # atomic writes leave no temporary files
+
+
+# --- nets written as people write them: functional dropout, batch norm ------------------------------------------
+
+class _FunctionalBN(nn.Module):
+    "MLP with batch norm after a dropped-into layer; dropouts written as functions (F.dropout and torch.dropout)."
+    def __init__(self, n_in=4, h=6, n_out=3, p_in=0.2, p=0.5):
+        super().__init__()
+        self.p_in, self.p = p_in, p
+        self.fc1, self.fc2, self.bn, self.fc3 = nn.Linear(n_in, h), nn.Linear(h, h), nn.BatchNorm1d(h), nn.Linear(h, n_out)
+        with torch.no_grad():                                    # running statistics a fresh layer does not have
+            self.bn.running_mean.uniform_(-1, 1); self.bn.running_var.uniform_(0.5, 2.0); self.bn.num_batches_tracked += 7
+
+    def forward(self, x):
+        x = F.dropout(x, self.p_in, training=self.training)
+        x = F.relu(self.fc1(x))
+        x = torch.dropout(x, self.p, self.training)
+        return self.fc3(F.relu(self.bn(self.fc2(x))))
+
+
+def _bn_state(net):
+    return {k: v.clone() for k, v in net.state_dict().items() if k.startswith('bn.')}
+
+
+def _same(a, b): return set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rewrite_makes_every_functional_dropout_a_module_sharing_parameters():
+    torch.manual_seed(0)
+    net = _FunctionalBN()
+    sw = switchable_dropout(net)
+    assert [(type(m), m.p) for m in dropout_modules(sw)] == [(nn.Dropout, 0.2), (nn.Dropout, 0.5)]
+    assert sw.fc1.weight is net.fc1.weight and sw.bn.running_var is net.bn.running_var
+    assert switchable_dropout(sw) is sw and not dropout_modules(net)
+    x = torch.randn(5, 4)
+    net.eval()
+    assert torch.equal(sw.eval()(x), net(x))
+
+
+def test_mc_predict_on_functional_dropout_equals_a_hand_written_average():
+    "Must show 5: mc_predict of an F.dropout net with batch norm = the hand-written MC average with the same seed."
+    torch.manual_seed(0)
+    net = _FunctionalBN().train()
+    x = torch.randn(7, 4)
+    bn0, n = _bn_state(net), 300
+    mc = mc_predict(net, x, n, seed=11)
+    assert all(m.training for m in net.modules())                 # flags restored
+    assert _same(_bn_state(net), bn0)                               # running statistics unchanged
+    net.bn.eval()                                                   # by hand: the root's flag drives F.dropout
+    with torch.no_grad(), seeded(11):
+        draws = torch.stack([net(x).softmax(1) for _ in range(n)])
+    net.train()
+    torch.testing.assert_close(mc, draws.mean(0), rtol=0, atol=1e-6)
+    std = standard_predict(net, x)
+    assert _same(_bn_state(net), bn0)
+    assert float((mc - std).abs().max()) > 1e-3                      # not the standard pass (round-off is ~1e-7)
+    assert_mc_close(draws.double().numpy(), exact_predict(net.double(), x.double()).numpy(), k=5,
+                    what='MC of the functional net vs its exact ideal predictor')
+
+
+class _Gates(nn.Module):
+    "Functional element-wise dropout on the input, a dropout module called twice, and channel dropout (F.dropout2d)."
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc, self.drop = nn.Conv2d(1, 2, 2), nn.Linear(2, 2), nn.Dropout(0.4)
+
+    def forward(self, x):
+        x = F.dropout(x, 0.3, training=self.training)                       # 4 gates (1×2×2)
+        h = F.dropout2d(torch.tanh(self.conv(x)), 0.6, self.training)       # 2 channel gates, over a 1×1 map
+        h = self.drop(torch.tanh(self.fc(h.flatten(1))))                    # 2 gates
+        return self.drop(h) * 2 + h                                         # the same module again: 2 new gates
+
+
+def _hand_enumeration(net, x, shared=False):
+    """E_σ[net(x)] written out over every gate of every dropout call, in float64 (`shared`: the planted bug of one gate
+    set for both calls of `net.drop`)."""
+    total, t = 0, lambda g: torch.tensor(g, dtype=torch.float64)
+    keep = lambda gates, p: math.prod(1 - p if g else p for g in gates)
+    for g_in, g_ch, g_a in itertools.product(*[list(itertools.product((0, 1), repeat=k)) for k in (4, 2, 2)]):
+        for g_b in [g_a] if shared else itertools.product((0, 1), repeat=2):
+            prob = keep(g_in, 0.3) * keep(g_ch, 0.6) * keep(g_a, 0.4) * (1 if shared else keep(g_b, 0.4))
+            with torch.no_grad():
+                h = torch.tanh(net.conv(x * t(g_in).reshape(1, 1, 2, 2) / 0.7)) * t(g_ch).reshape(1, 2, 1, 1) / 0.4
+                h = torch.tanh(net.fc(h.flatten(1))) * t(g_a) / 0.6
+                total = total + prob * (h * t(g_b) / 0.6 * 2 + h)
+    return total
+
+
+def test_exact_predict_on_functional_dropout_equals_a_hand_enumeration():
+    torch.manual_seed(3)
+    net = _Gates().double()
+    x = torch.randn(3, 1, 2, 2, dtype=torch.float64)
+    outs, probs = enumerate_dropout(net, x)
+    assert len(probs) == 2 ** 10 and abs(float(probs.sum()) - 1) < 1e-12
+    exact = exact_predict(net, x, 'raw')
+    torch.testing.assert_close(exact, _hand_enumeration(net, x), rtol=0, atol=1e-12)
+    assert float((exact - _hand_enumeration(net, x, shared=True)).abs().max()) > 1e-3     # the planted bug is seen
+
+
+def test_models_whose_dropout_cannot_be_switched_are_refused():
+    class Hand(nn.Module):
+        def __init__(self): super().__init__(); self.fc = nn.Linear(3, 2)
+        def forward(self, x): return self.fc(x * torch.rand_like(x).ge(0.5) * 2)
+    class DataDependent(nn.Module):
+        def __init__(self): super().__init__(); self.fc = nn.Linear(3, 2)
+        def forward(self, x): return self.fc(F.dropout(x, 0.5, self.training) if x.sum() > 0 else x)
+    class TrainOnly(nn.Module):
+        def __init__(self): super().__init__(); self.fc = nn.Linear(3, 2)
+        def forward(self, x): return self.fc(F.dropout(x, 0.5) if self.training else x)
+    class TensorRate(nn.Module):
+        def __init__(self): super().__init__(); self.fc = nn.Linear(3, 2)
+        def forward(self, x): return self.fc(F.dropout(x, x.mean(), self.training))
+    cases = [(Hand(), "node 'ge'|rand_like"), (DataDependent(), 'cannot be traced'), (TrainOnly(), 'training mode'),
+             (TensorRate(), 'rate must be a constant'), (nn.Sequential(nn.Linear(3, 2), nn.AlphaDropout(0.2)), 'alpha'),
+             (nn.Sequential(nn.Linear(3, 4), nn.TransformerEncoderLayer(4, 2, 8, dropout=0.1)), "'1.self_attn'"),
+             (nn.Sequential(nn.Linear(3, 3)), 'no dropout')]
+    x = torch.randn(4, 3)
+    for model, match in cases:
+        for call in (lambda: mc_predict(model, x, 5), lambda: exact_predict(model, x),
+                     lambda: distill(model, nn.Linear(3, 2), x, epochs=1, progress=False)):
+            with pytest.raises(ValueError, match=match): call()
+    plain = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    with torch.no_grad(): assert torch.equal(standard_predict(plain, x, 'raw'), plain(x))   # no dropout: one eval pass
+
+
+def test_distill_keeps_batchnorm_statistics_and_functional_dropout_off_in_the_student():
+    "Must show 5: distill never touches the teacher's batch-norm statistics; the student's F.dropout stays off."
+    torch.manual_seed(1)
+    teacher, x = _FunctionalBN(), torch.randn(96, 4)
+    bn0 = _bn_state(teacher)
+    for target in ('mc', 'standard'):
+        distill(teacher, copy.deepcopy(teacher), x, epochs=2, batch_size=32, seed=0, target=target, progress=False)
+        assert _same(_bn_state(teacher), bn0)
+    mlp_teacher = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    class FunctionalStudent(nn.Module):                              # the standard teacher's function, F.dropout inside
+        def __init__(self): super().__init__(); self.net = copy.deepcopy(mlp_teacher)
+        def forward(self, x): return self.net(F.dropout(x, 0.9, training=self.training))
+    with_drop = nn.Sequential(nn.Dropout(0.5), mlp_teacher)
+    s = distill(with_drop, FunctionalStudent(), x, loss='mse', output='raw', target='standard', epochs=2, batch_size=32,
+                seed=0, progress=False)
+    assert [r['loss'] for r in s.distill_history_] == [0.0, 0.0]      # a sampled student would miss its target
+
+
+def test_distill_moments_target_on_a_custom_teacher_with_batchnorm():
+    "Must show 5: target='moments' on a custom-module teacher (functional dropout, batch norm) is moment_propagation."
+    try: from fastdropout_nb.propagation import moment_propagation
+    except ImportError: pytest.skip('fastdropout_nb.propagation is not available')
+    torch.manual_seed(2)
+    teacher, x = _FunctionalBN().double(), torch.randn(128, 4, dtype=torch.float64)
+    bn0 = _bn_state(teacher)
+    mp = moment_propagation(teacher, output='softmax')
+    with torch.no_grad(): torch.testing.assert_close(moment_teacher(teacher)(x), mp(x), rtol=0, atol=0)
+
+    def student():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    s = distill(teacher, student(), x, target='moments', epochs=4, lr=1e-2, batch_size=32, seed=0, progress=False)
+    ref = distill(teacher, student(), x, target=lambda b: mp(b).detach(), epochs=4, lr=1e-2, batch_size=32, seed=0,
+                  progress=False)
+    assert s.distill_history_[-1]['loss'] < s.distill_history_[0]['loss']
+    assert all(torch.equal(a, b) for a, b in zip(s.parameters(), ref.parameters()))
+    assert _same(_bn_state(teacher), bn0)
+    exact = exact_predict(teacher, x[:16])                              # and it is near the ideal predictor
+    with torch.no_grad(): assert float((mp(x[:16]) - exact).abs().max()) < 0.1
