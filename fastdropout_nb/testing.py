@@ -14,8 +14,10 @@ from scipy.special import ndtr
 from hypothesis import settings, HealthCheck, strategies as st
 
 # %% auto #0
-__all__ = ['PROFILE', 'MAX_ENUM', 'mc_mean_se', 'assert_mc_close', 'all_masks', 'mask_probs', 'gauss_quad', 'gauss_max_quad',
-           'mean_var_pairs']
+__all__ = ['PROFILE', 'MAX_ENUM', 'GH_NODES', 'UNIT_FEATURES', 'mc_mean_se', 'assert_mc_close', 'all_masks', 'mask_probs',
+           'gauss_quad', 'gauss_max_quad', 'sensitive_pairs', 'edge_pairs', 'mean_var_pairs', 'domain_strategy',
+           'gauss_hermite_product', 'gauss_expect', 'entry_quad', 'entry_mc_samples', 'enumerate_moments',
+           'linear_exact', 'relu_truth', 'tiny_net']
 
 # %% ../nbs/99_testing.ipynb #bdc18270
 settings.register_profile('ci', max_examples=25, deadline=None, derandomize=True, print_blob=True,
@@ -84,11 +86,132 @@ def gauss_max_quad(means, vars):
     m2 = integral(lambda t: 2 * (t - c) * (1 - F(t)), c, hi, var.max()) + integral(lambda t: 2 * (c - t) * F(t), lo, c, var.max())
     return c + m1, max(m2 - m1 * m1, 0.0)
 
-# %% ../nbs/99_testing.ipynb #48a6718e
+# %% ../nbs/99_testing.ipynb #bdc403b4
+def _log_uniform(lo, hi): return st.floats(np.log10(lo), np.log10(hi)).map(lambda e: 10.0 ** e)
+
+def sensitive_pairs(std=(0.1, 20.0), r_max=4.0):
+    "`(mean, var)` with std log-uniform in `std` and mean = r * std, |r| <= `r_max`: where the variance matters."
+    return st.tuples(st.floats(-r_max, r_max), _log_uniform(*std)).map(lambda t: (t[0] * t[1], t[1] ** 2))
+
+def edge_pairs(max_abs_mean=1e4, max_var=1e8, min_var=0.0):
+    "The edges: var 0 or tiny, huge |mean|, huge var (clipped to the given range)."
+    m, v = max_abs_mean, max(max_var, min_var)
+    edges = [(0.0, 0.0), (1.5, 0.0), (-30.0, 0.0), (m, 0.0), (-m, 1.0), (m, 1.0), (2.0, 1e-12),
+             (0.3 * np.sqrt(v), v), (-1.7 * np.sqrt(v), v), (-m, v), (0.0, v)]
+    return [(float(np.clip(a, -m, m)), float(np.clip(b, min_var, v))) for a, b in edges]
+
 def mean_var_pairs(max_abs_mean=1e4, max_var=1e8, min_var=0.0):
-    "Hypothesis strategy of `(mean, var)` floats: |mean| <= `max_abs_mean`, `var` in {0} ∪ log-uniform."
-    mean = st.one_of(st.floats(-10, 10), st.floats(-max_abs_mean, max_abs_mean))
-    lo = np.log10(max(min_var, 1e-12))
-    var = st.floats(lo, np.log10(max_var)).map(lambda e: 10.0 ** e)
-    if min_var == 0: var = st.one_of(st.just(0.0), var)
-    return st.tuples(mean, var)
+    "Hypothesis strategy of `(mean, var)` floats: 4 in 5 `sensitive_pairs`, 1 in 5 one of the `edge_pairs`."
+    std_hi = min(20.0, np.sqrt(max(max_var, min_var)))
+    clip = lambda p: (float(np.clip(p[0], -max_abs_mean, max_abs_mean)), max(p[1], min_var))
+    core = sensitive_pairs((min(0.1, std_hi), std_hi)).map(clip)
+    return st.one_of(core, core, core, core, st.sampled_from(edge_pairs(max_abs_mean, max_var, min_var)))
+
+# %% ../nbs/99_testing.ipynb #c3254df0
+def _vector(draw, K, domain):
+    "A Gaussian vector's `(mu, var)` of length K, drawn as `domain` says (some variances 0)."
+    std = np.array([draw(st.one_of(_log_uniform(*domain.std), _log_uniform(*domain.std), st.just(0.0))) for _ in range(K)])
+    if domain.mu_max is not None: mu = np.array([draw(st.floats(-domain.mu_max, domain.mu_max)) for _ in range(K)])
+    else: mu = np.array([draw(st.floats(-domain.r_max, domain.r_max)) for _ in range(K)]) * max(np.sqrt(np.sum(std**2)) / 2, 1e-3)
+    return mu, std ** 2
+
+def _vector_edges(K, domain):
+    "var 0 everywhere, and (unless the entry is measured on a bounded family) huge means and variances."
+    ks = np.arange(K, dtype=float)
+    edges = [(np.zeros(K), np.zeros(K)), (ks - 1.0, np.zeros(K))]
+    if domain.mu_max is None: edges += [(1e4 * (ks - 0.5), np.ones(K)), (ks, 1e8 * np.ones(K)), (-1e4 * ks, 1e8 * (ks + 1) / K)]
+    else: edges += [(domain.mu_max * np.sign(ks - 0.5), domain.std[1] ** 2 * np.ones(K))]
+    return edges
+
+def domain_strategy(domain):
+    "The Hypothesis strategy of `(mu, var)` for a registry entry's `Domain`: sensitive draws, plus its edges."
+    if domain.dims is None:
+        core = sensitive_pairs(domain.std, domain.r_max)
+        return st.one_of(core, core, core, core, st.sampled_from(edge_pairs())) if domain.edges else core
+    @st.composite
+    def vectors(draw):
+        K = draw(st.integers(*domain.dims))
+        if domain.edges and draw(st.integers(0, 4)) == 0: return draw(st.sampled_from(_vector_edges(K, domain)))
+        return _vector(draw, K, domain)
+    return vectors()
+
+# %% ../nbs/99_testing.ipynb #465cc9a1
+GH_NODES = {2: 96, 3: 40}   # nodes per axis by dimension
+UNIT_FEATURES = (-30.0, -10.0, -3.0, -1.0, 0.0, 1.0, 3.0, 10.0, 30.0)   # y where sigmoid-like functions bend
+
+def gauss_hermite_product(f, mu, var, n=None):
+    "E[f(X)], X ~ N(`mu`, diag(`var`)) in R^K, by the n^K-node product Gauss-Hermite rule (f takes (..., K))."
+    x, w = np.polynomial.hermite.hermgauss(n or GH_NODES.get(len(mu), 20)); w = w / np.sqrt(np.pi)
+    K = len(mu); grids = np.meshgrid(*[x] * K, indexing='ij')
+    W = np.prod(np.meshgrid(*[w] * K, indexing='ij'), axis=0)
+    Y = np.stack([m + np.sqrt(2 * v) * g for m, v, g in zip(mu, var, grids)], -1)
+    return np.tensordot(W, f(Y), axes=(list(range(K)), list(range(K))))
+
+def gauss_expect(f, mu, var, kinks=(), moment='mean'):
+    "E[f(Y)] (or Var[f(Y)], `moment='var'`) by quadrature; a vector input of length <= 3 by `gauss_hermite_product`, else None."
+    if np.ndim(mu) == 0:                 # breakpoints where the nonlinearities bend, for a wide Y; a variance: epsabs ∝ var
+        pts = list(kinks) + list(UNIT_FEATURES)
+        m = gauss_quad(f, mu, var, points=pts)
+        return m if moment == 'mean' else gauss_quad(lambda y: (f(y) - m) ** 2, mu, var, points=pts, epsabs=1e-14 * var)
+    mu, var = np.asarray(mu, float), np.asarray(var, float)
+    if len(mu) > 3: return None
+    m = gauss_hermite_product(f, mu, var)
+    return m if moment == 'mean' else gauss_hermite_product(lambda y: (f(y) - m) ** 2, mu, var)
+
+def entry_quad(entry, mu, var):
+    "The quadrature ground truth of a registry entry at one input (None where there is none)."
+    if entry.quad is not None: return entry.quad(mu, var)
+    return gauss_expect(entry.integrand, mu, var, entry.kinks, entry.moment)
+
+def entry_mc_samples(entry, mu, var, n=200_000, seed=0):
+    "Draws whose mean estimates the entry: f(Y), or the centred square of f(Y) for a variance."
+    rng = np.random.default_rng(seed)
+    mu, var = np.asarray(mu, float), np.asarray(var, float)
+    y = mu + np.sqrt(var) * rng.standard_normal((n,) + mu.shape)
+    fy = entry.integrand(y)
+    return fy if entry.moment == 'mean' else (fy - fy.mean(0)) ** 2 * n / (n - 1)
+
+# %% ../nbs/99_testing.ipynb #d36860bb
+def enumerate_moments(x, w, p):
+    "Exact mean and variance of Y over all 2**m masks; x (n, m), w (m, k) -> arrays (n, k), plus the scale sum|x w|."
+    masks = all_masks(x.shape[-1])
+    probs = mask_probs(masks, p)
+    Y = np.einsum('rm,nm,mk->rnk', masks, x, w)            # Y for every mask, row and output
+    mean = np.einsum('r,rnk->nk', probs, Y)
+    var = np.einsum('r,rnk->nk', probs, (Y - mean) ** 2)
+    return mean, var, np.abs(x) @ np.abs(w)
+
+def linear_exact(W, b, m, v, p):
+    "Exact output (mean, var) of `u = x*z/q`, `y = W u + b`, by enumerating masks and two-point inputs x = m ± sqrt(v)."
+    n = len(m); masks = all_masks(n); pm = mask_probs(masks, p)
+    X = m + (masks * 2 - 1) * np.sqrt(v)                         # (2^n, n) two-point inputs
+    Y = (masks[:, None, :] * X[None] / (1 - p)) @ W.T            # the bias shifts the mean only: leaving it out
+    P = pm[:, None] * 0.5 ** n                                   # of Y - E[Y] avoids cancellation against it
+    mean = np.einsum('ms,msk->k', P, Y)
+    return mean + b, np.einsum('ms,msk->k', P, (Y - mean) ** 2)
+
+# %% ../nbs/99_testing.ipynb #138a31b8
+def relu_truth(mu, var):
+    "Reference (mean, var) of max(Y, 0), Y ~ N(`mu`, `var`), by centred adaptive quadrature in standard units."
+    if var == 0: return max(mu, 0.0), 0.0
+    s = np.sqrt(var); r = mu / s
+    q = lambda f: gauss_quad(f, 0.0, 1.0, points=[-r], epsabs=0, epsrel=1e-13)
+    if r >= 0:
+        h = lambda z: np.maximum(z, -r)                # relu(r + z) - r
+        mh = q(h); return mu + s * mh, var * q(lambda z: (h(z) - mh) ** 2)
+    h = lambda z: np.maximum(r + z, 0.0)
+    mh = q(h); return s * mh, var * q(lambda z: (h(z) - mh) ** 2)
+
+def tiny_net(seed, activation='relu', sizes=(4, 5, 5, 2), p_range=(0.05, 0.6), dtype=None):
+    "A seeded random `FastDropoutMLP` (He-initialised weights, N(0, 0.25) biases, drop rates in `p_range`) and an input."
+    import math, torch
+    from fastdropout_nb.nn import FastDropoutMLP, FastDropoutLinear
+    dtype = dtype or torch.float64
+    g = torch.Generator().manual_seed(seed); rng = np.random.default_rng(seed)
+    p_in, p_h = rng.uniform(*p_range, size=2)
+    net = FastDropoutMLP(sizes, p_in, p_h, activation, dtype=dtype)
+    with torch.no_grad():
+        for l in net.layers:
+            if isinstance(l, FastDropoutLinear):
+                l.weight.normal_(0, math.sqrt(2 / l.in_features), generator=g); l.bias.normal_(0, 0.5, generator=g)
+    return net, torch.randn(sizes[0], generator=g, dtype=dtype)

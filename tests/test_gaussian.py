@@ -12,22 +12,12 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.special import ndtr
 
-from fastdropout_nb.testing import all_masks, mask_probs  # also loads the Hypothesis profile
+from fastdropout_nb.testing import all_masks, enumerate_moments, mask_probs  # also loads the Hypothesis profile
 from fastdropout_nb.gaussian import (BERRY_ESSEEN_C, berry_esseen_bound, dropout_moments,
                                      largest_term_share)
 
 
 # ---------------------------------------------------------------- ground truth
-
-def enumerate_moments(x, w, p):
-    "Exact mean and variance over all masks; x (n, m), w (m, k) -> (n, k) arrays, plus sum|x w|."
-    masks = all_masks(x.shape[-1])
-    probs = mask_probs(masks, p)
-    Y = np.einsum('rm,nm,mk->rnk', masks, x, w)
-    mean = np.einsum('r,rnk->nk', probs, Y)
-    var = np.einsum('r,rnk->nk', probs, (Y - mean) ** 2)
-    return mean, var, np.abs(x) @ np.abs(w)
-
 
 def assert_exact(x, w, p, rtol=1e-12):
     x2, w2 = np.atleast_2d(x), (w if np.ndim(w) == 2 else np.asarray(w)[:, None])
