@@ -411,3 +411,71 @@ def test_distill_moments_target_on_a_custom_teacher_with_batchnorm():
     assert _same(_bn_state(teacher), bn0)
     exact = exact_predict(teacher, x[:16])                              # and it is near the ideal predictor
     with torch.no_grad(): assert float((mp(x[:16]) - exact).abs().max()) < 0.1
+
+
+# --- a small zoo of nets written as people write them, through every entry point ---------------------------------
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__(); self.inp, self.fc1, self.fc2, self.out = nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 3)
+    def forward(self, x):
+        h = F.relu(self.inp(x))
+        h = h + self.fc2(F.dropout(F.relu(self.fc1(h)), 0.5, self.training))      # a residual block
+        return self.out(F.dropout(h, 0.3, self.training))
+
+
+class _GeluSilu(nn.Module):
+    def __init__(self):
+        super().__init__(); self.fc1, self.fc2, self.fc3 = nn.Linear(3, 5), nn.Linear(5, 5), nn.Linear(5, 3)
+    def forward(self, x):
+        x = F.gelu(self.fc1(F.dropout(x, 0.2, self.training)))
+        return self.fc3(F.silu(self.fc2(torch.dropout(x, 0.5, self.training))))
+
+
+class _AvgPoolLeaky(nn.Module):
+    def __init__(self):
+        super().__init__(); self.conv, self.fc = nn.Conv2d(1, 3, 2), nn.Linear(3, 2)
+    def forward(self, x):
+        x = F.leaky_relu(self.conv(x.view(-1, 1, 3, 3)), 0.1)
+        x = F.dropout2d(x, 0.4, self.training)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class _MnistShape(nn.Module):
+    "PyTorch's MNIST example, shrunk to 3×3 inputs: conv, max-pool, F.dropout, flatten, F.log_softmax."
+    def __init__(self):
+        super().__init__(); self.conv, self.fc1, self.fc2 = nn.Conv2d(1, 2, 2), nn.Linear(2, 4), nn.Linear(4, 3)
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv(x.view(-1, 1, 3, 3))), 2)
+        x = F.dropout(torch.flatten(x, 1), 0.25, training=self.training)
+        x = F.dropout(F.relu(self.fc1(x)), 0.5, training=self.training)
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+def _zoo():
+    torch.manual_seed(4)
+    return {'residual': (_Residual(), 8), 'gelu-silu': (_GeluSilu(), 8), 'avgpool-leaky': (_AvgPoolLeaky(), 3),
+            'mnist-shape': (_MnistShape(), 6), 'batchnorm': (_FunctionalBN(3, 4, 3), 7),
+            'reused module': (nn.Sequential(nn.Linear(3, 4), (d := nn.Dropout(0.5)), nn.Tanh(), nn.Linear(4, 4), d,
+                                            nn.Linear(4, 2)), 8)}
+
+
+@pytest.mark.parametrize('name', list(_zoo()))
+def test_every_entry_point_on_a_zoo_net(name):
+    "Each net: the rewrite finds every gate; MC (draws) agrees with the exact ideal predictor; batch norm untouched."
+    net, units = _zoo()[name]
+    net = net.double().train()
+    x = torch.randn(5, 9 if name in ('avgpool-leaky', 'mnist-shape') else 3, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(0))
+    state = copy.deepcopy(net.state_dict())
+    outs, probs = enumerate_dropout(net, x)
+    assert len(probs) == 2 ** units
+    exact = exact_predict(net, x, 'raw')
+    sw = switchable_dropout(net)
+    with torch.no_grad(), dropout_mode(sw), seeded(0):
+        draws = torch.stack([sw(x) for _ in range(1000)])
+    assert_mc_close(draws.numpy(), exact.numpy(), k=5, what=f'{name}: MC vs exact')
+    torch.testing.assert_close(mc_predict(net, x, 1000, "raw", seed=0), draws.mean(0), rtol=0, atol=1e-10)
+    assert float((exact_predict(net, x) - standard_predict(net, x)).abs().max()) > 1e-6   # softmax: not weight scaling
+    distill(net, copy.deepcopy(net), x, target='mc', epochs=1, progress=False, loss='mse', output='raw')
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items()) and all(m.training for m in net.modules())
