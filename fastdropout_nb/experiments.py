@@ -16,8 +16,9 @@ from .progress import progress_bar
 # %% auto #0
 __all__ = ['PAPER', 'BOUNDS', 'LR_METHODS', 'LR_TUNED', 'LR_PAPER_ROW', 'LR_DETERMINISTIC', 'LR_PAPER_METHODS', 'NN_KINDS',
            'NN_PAPER_ROW', 'TABLES', 'PENDING', 'atomic_write_text', 'ResultStore', 'source_fingerprint',
-           'core_cell_fns', 'core_table', 'lr_plan', 'lr_inner_select', 'lr_cells', 'lr_summary', 'lr_markdown',
-           'lr_table', 'write_lr_report', 'nn_cell', 'nn_table', 'distill_cells', 'distill_table', 'reproduce']
+           'core_cell_fns', 'core_bound_text', 'core_table', 'lr_plan', 'lr_inner_select', 'lr_cells', 'lr_summary',
+           'lr_markdown', 'lr_table', 'write_lr_report', 'nn_cell', 'nn_table', 'distill_cells', 'distill_table',
+           'reproduce']
 
 # %% ../nbs/07_experiments.ipynb #f71f1ab1
 PAPER = {
@@ -107,55 +108,55 @@ def _quad_truth(f, mu, var):
     from fastdropout_nb.testing import gauss_quad
     return np.array([gauss_quad(f, m, v) for m, v in zip(mu, var)])
 
-# %% ../nbs/07_experiments.ipynb #8c55cbd0
-# The bound each chapter states (text for the table, and as a function of (mu, var) for the check).
-BOUNDS = {
-    'dropout_moments': ('exact (1e-12 relative)', None),
-    'sigmoid_mean': ('0.018', lambda mu, var: 0.018),
-    'logsigmoid_mean': ('0.036·std', lambda mu, var: 0.036 * np.sqrt(var) + 1e-12),
-    'sigmoid_var': ('0.017', lambda mu, var: 0.017),
-    'relu_moments': ('exact (1e-10 relative)', lambda mu, var: 1e-10),
-    'tanh_moments': ('mean 0.036, var 0.065', None),
-    'squared_error_mean': ('exact (1e-10 relative)', None),
-    'gauss_hermite_expect(n=20)': ('exact for polynomials of degree ≤ 39; none for σ', None),
-    'softmax_mean(unscented)': ('0.27 (K ≤ 10, μ in [−6, 6], std ≤ 3)', lambda mu, var: 0.27),
-    'softmax_mean(pairwise)': ('0.31 (same family)', lambda mu, var: 0.31),
-}
+# %% ../nbs/07_experiments.ipynb #0a914e2d
+def _within(entry, err, truth, mu, vmax, slack=0.0):
+    "Whether every error is within the entry's registered bound (an exact form: relative, as its generated tests)."
+    if entry.exact:
+        scale = np.abs(truth) + ((np.abs(mu) + np.sqrt(vmax)) if entry.moment == 'mean' else 0.0)
+        return bool(np.all(err <= entry.bound.rel * scale + 1e-300 + slack))
+    return bool(np.all(err <= entry.bound(vmax, truth) + 1e-9 * (1 + np.abs(truth)) + slack))
+
+def _quietly(fn, *args):
+    "`fn(*args)` without quadrature round-off warnings (tiny centred integrals; the row reports the error itself)."
+    import warnings; from scipy.integrate import IntegrationWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', IntegrationWarning); return fn(*args)
+
+def _registry_row(entry, quick=True, seed=0):
+    "A registry entry's row: max |error| against quadrature on the (mu, std) grid; a Gaussian vector: on random problems of its domain."
+    from fastdropout_nb.testing import entry_quad, entry_mc_samples, mc_mean_se
+    if entry.domain.dims is None:
+        mu, var = _grid(quick)
+        got, truth = np.asarray(entry.fn(mu, var), float), np.array([entry_quad(entry, m, v) for m, v in zip(mu, var)])
+        return {'ground truth': 'quadrature', **_max_err(got, truth, mu, var),
+                'within_bound': _within(entry, np.abs(got - truth), truth, mu, var)}
+    rng, d, worst, within, kinds = np.random.default_rng(seed), entry.domain, 0.0, True, set()
+    for _ in range(30 if quick else 200):
+        K = int(rng.integers(d.dims[0], d.dims[1] + 1)); std = rng.uniform(0, d.std[1], K)
+        mu = rng.uniform(-d.mu_max, d.mu_max, K) if d.mu_max else rng.uniform(-d.r_max, d.r_max, K) * np.sqrt(np.sum(std**2)) / 2
+        got, truth, slack = np.asarray(entry.fn(mu, std**2), float), entry_quad(entry, mu, std**2), 0.0
+        if truth is None:
+            truth, se = mc_mean_se(entry_mc_samples(entry, mu, std**2, n=200_000 if quick else 1_000_000, seed=int(rng.integers(2**31))))
+            slack = 5 * se; kinds.add('Monte Carlo')
+        else: kinds.add('quadrature')
+        err = np.abs(got - truth); worst = max(worst, float(np.max(err)))
+        within &= _within(entry, err, truth, np.max(np.abs(mu)), np.max(std**2), slack)
+    return {'ground truth': ' + '.join(sorted(kinds)), 'max_abs_error': worst, 'at_mean': float('nan'), 'at_std': float('nan'),
+            'within_bound': within}
+
+
+# %% ../nbs/07_experiments.ipynb #5f51371c
+# The stated bounds of the two rows that are not registered Gaussian expectations; every other row's is its registry entry's.
+BOUNDS = {'dropout_moments': 'exact (1e-12 relative)', 'gauss_hermite_expect(n=20)': 'exact for polynomials of degree ≤ 39; none for σ'}
 
 def core_cell_fns(quick=True, seed=0):
-    "The cells of the core table: name -> function computing that row."
+    "The cells of the core table: name -> function computing that row (one per registry entry, plus two)."
+    from functools import partial
     from fastdropout_nb import moments as M
     from fastdropout_nb.testing import all_masks, mask_probs
     mu, var = _grid(quick)
-    def sig(): return {'ground truth': 'quadrature', **_max_err(M.sigmoid_mean(mu, var), _quad_truth(_expit, mu, var), mu, var, BOUNDS['sigmoid_mean'][1])}
-    def logsig(): return {'ground truth': 'quadrature', **_max_err(M.logsigmoid_mean(mu, var), _quad_truth(_logexpit, mu, var), mu, var, BOUNDS['logsigmoid_mean'][1])}
-    def sigvar():
-        m2 = _quad_truth(lambda y: _expit(y) ** 2, mu, var)
-        m1 = _quad_truth(_expit, mu, var)
-        return {'ground truth': 'quadrature', **_max_err(M.sigmoid_var(mu, var), m2 - m1 ** 2, mu, var, BOUNDS['sigmoid_var'][1])}
-    def relu():
-        m1 = _quad_truth(lambda y: np.maximum(y, 0), mu, var)
-        m2 = _quad_truth(lambda y: np.maximum(y, 0) ** 2, mu, var)
-        m, v = M.relu_moments(mu, var)
-        rel = BOUNDS['relu_moments'][1]
-        a = _max_err(m, m1, mu, var, lambda mu_, v_: rel(mu_, v_) * (1 + np.abs(m1)))
-        b = _max_err(v, m2 - m1 ** 2, mu, var, lambda mu_, v_: rel(mu_, v_) * (1 + m2))
-        return {'ground truth': 'quadrature', 'mean': a, 'var': b, **(a if a['max_abs_error'] >= b['max_abs_error'] else b),
-                'within_bound': a['within_bound'] and b['within_bound']}
-    def tanh():
-        m1 = _quad_truth(np.tanh, mu, var)
-        m2 = _quad_truth(lambda y: np.tanh(y) ** 2, mu, var)
-        m, v = M.tanh_moments(mu, var)
-        a = _max_err(m, m1, mu, var, lambda mu_, v_: 0.036)
-        b = _max_err(v, m2 - m1 ** 2, mu, var, lambda mu_, v_: 0.065)
-        return {'ground truth': 'quadrature', 'mean': a, 'var': b, **(a if a['max_abs_error'] >= b['max_abs_error'] else b),
-                'within_bound': a['within_bound'] and b['within_bound']}
     def gh():
         return {'ground truth': 'quadrature', **_max_err(M.gauss_hermite_expect(_expit, mu, var, n=20), _quad_truth(_expit, mu, var), mu, var)}
-    def sqerr():
-        t = 0.3
-        truth = _quad_truth(lambda y: (y - t) ** 2, mu, var)
-        return {'ground truth': 'quadrature', **_max_err(M.squared_error_mean(mu, var, t), truth, mu, var, lambda mu_, v_: 1e-10 * (1 + truth))}
     def dropmom():
         rng, worst = np.random.default_rng(seed), 0.0
         for _ in range(20 if quick else 200):
@@ -166,31 +167,24 @@ def core_cell_fns(quick=True, seed=0):
             worst = max(worst, float(np.max(np.abs(mm - em) / (1 + np.abs(em)))), float(np.max(np.abs(vv - ev) / (1 + ev))))
         return {'ground truth': 'all 2^m masks', 'max_abs_error': worst, 'at_mean': float('nan'), 'at_std': float('nan'),
                 'within_bound': worst <= 1e-12}
-    def softmax(method):
-        def f():
-            rng, errs = np.random.default_rng(seed), []
-            for _ in range(30 if quick else 200):
-                K = int(rng.integers(2, 11)); mu_ = rng.normal(0, 2, K); v_ = rng.uniform(0, 3, K) ** 2
-                ys = mu_ + np.sqrt(v_) * rng.standard_normal((200_000 if quick else 1_000_000, K))
-                e = np.exp(ys - ys.max(1, keepdims=True)); ref = (e / e.sum(1, keepdims=True)).mean(0)
-                errs.append(float(np.max(np.abs(M.softmax_mean(mu_, v_, method=method) - ref))))
-            # the reference's own error is at most 5 * 0.5 / sqrt(n) per class
-            slack = 5 * 0.5 / np.sqrt(200_000 if quick else 1_000_000)
-            return {'ground truth': 'Monte Carlo', 'max_abs_error': max(errs), 'median_max_error': float(np.median(errs)),
-                    'at_mean': float('nan'), 'at_std': float('nan'), 'within_bound': bool(max(errs) <= BOUNDS[f'softmax_mean({method})'][1](0, 0) + slack)}
-        return f
-    return {'dropout_moments': dropmom, 'sigmoid_mean': sig, 'logsigmoid_mean': logsig, 'sigmoid_var': sigvar,
-            'relu_moments': relu, 'tanh_moments': tanh, 'squared_error_mean': sqerr, 'gauss_hermite_expect(n=20)': gh,
-            'softmax_mean(unscented)': softmax('unscented'), 'softmax_mean(pairwise)': softmax('pairwise')}
+    rows = {name: partial(_quietly, _registry_row, entry, quick, seed) for name, entry in M.REGISTRY.items()}
+    return {'dropout_moments': dropmom, **rows, 'gauss_hermite_expect(n=20)': gh}
+
+def core_bound_text(name):
+    "The stated bound of a core-table row: the registry entry's, or `BOUNDS`' for the two other rows."
+    from fastdropout_nb.moments import REGISTRY
+    return REGISTRY[name].bound.text if name in REGISTRY else BOUNDS[name]
+
 
 # %% ../nbs/07_experiments.ipynb #33f2c504
 def _fmt(x): return '—' if x is None or (isinstance(x, float) and np.isnan(x)) else f'{x:.3g}'
 
 def core_table(store, quick=True, seed=0, progress=print):
-    "Compute (or reuse) every row of the core table; return it as Markdown."
+    "Compute (or reuse) every row of the core table; return it as Markdown. A row is recomputed when the code behind it changes."
     mode = 'quick' if quick else 'full'
     from fastdropout_nb import moments, gaussian, testing
-    key, rows = source_fingerprint(moments, gaussian, testing), []
+    key = source_fingerprint(moments, gaussian, testing, _grid, _max_err, _quad_truth, _within, _quietly, _registry_row, core_cell_fns)
+    rows = []
     for name, fn in core_cell_fns(quick, seed).items():
         t0 = time.time()
         r = store.cell(f'core-{mode}', name.replace('(', '_').replace(')', '').replace('=', ''), fn, key=f'{key}-seed{seed}')
@@ -199,8 +193,9 @@ def core_table(store, quick=True, seed=0, progress=print):
     within = lambda r: '—' if 'within_bound' not in r else ('yes' if r['within_bound'] else '**no**')
     lines = ['| function | ground truth | max abs error | at mean | at std | stated bound | within |', '|---|---|---|---|---|---|---|']
     lines += [f'| `{n}` | {r["ground truth"]} | {_fmt(r["max_abs_error"])} | {_fmt(r["at_mean"])} | {_fmt(r["at_std"])} '
-              f'| {BOUNDS[n][0]} | {within(r)} |' for n, r in rows]
+              f'| {core_bound_text(n).replace("|", chr(92) + "|")} | {within(r)} |' for n, r in rows]
     return '\n'.join(lines)
+
 
 # %% ../nbs/07_experiments.ipynb #d447453f
 LR_METHODS = {   # row name -> FastDropoutLogisticRegression keyword arguments (p = 0.5 unless plain)
