@@ -12,7 +12,8 @@ them into a temporary folder and opens each page in headless Chromium, after Mat
   `10_lr_table` with its figures) are also shot whole into `_docs/screenshots/` (or
   `$FASTDROPOUT_NB_SCREENSHOTS`), and must show their figures and equations.
 
-It needs `/usr/bin/chromium` (Debian package `chromium`) and MathJax (from the cache, or npm);
+`FASTDROPOUT_NB_BROWSER_PAGES=showcase` builds and checks only those three pages (about a third of
+the time). It needs `/usr/bin/chromium` (Debian package `chromium`) and MathJax (from the cache, or npm);
 it is skipped where either is missing, as on CI unless chromium was installed.
 """
 import json, os, re, shutil, subprocess
@@ -49,8 +50,10 @@ window.addEventListener('load', () => {
 
 
 def _notebooks():
+    "Every notebook; with `FASTDROPOUT_NB_BROWSER_PAGES=showcase`, only the three of `SHOWCASE` (a quicker check)."
     from fastdropout_nb.docs import doc_notebooks
-    return doc_notebooks(ROOT / 'nbs')
+    nbs = doc_notebooks(ROOT / 'nbs')
+    return [p for p in nbs if p.stem in SHOWCASE] if os.environ.get('FASTDROPOUT_NB_BROWSER_PAGES') == 'showcase' else nbs
 
 
 @pytest.fixture(scope='module')
@@ -59,7 +62,7 @@ def site(tmp_path_factory):
     try: mathjax = docs.find_mathjax()
     except RuntimeError as e: pytest.skip(f"no MathJax to test with: {e}")
     out = tmp_path_factory.mktemp('docs')
-    docs.build_docs(out=out, root=ROOT, mathjax=mathjax, progress=None)
+    docs.build_docs(out=out, root=ROOT, mathjax=mathjax, notebooks=_notebooks(), progress=None)
     return out
 
 
