@@ -478,4 +478,12 @@ def test_every_entry_point_on_a_zoo_net(name):
     torch.testing.assert_close(mc_predict(net, x, 1000, "raw", seed=0), draws.mean(0), rtol=0, atol=1e-10)
     assert float((exact_predict(net, x) - standard_predict(net, x)).abs().max()) > 1e-6   # softmax: not weight scaling
     distill(net, copy.deepcopy(net), x, target='mc', epochs=1, progress=False, loss='mse', output='raw')
+    try: from fastdropout_nb.propagation import moment_propagation
+    except ImportError: moment_propagation = None
+    if moment_propagation is not None:                 # target='moments' where propagation has rules, refused where not
+        try: moment_propagation(net, output='softmax')
+        except ValueError:
+            with pytest.raises(ValueError, match='moment_propagation'):
+                distill(net, copy.deepcopy(net), x, target='moments', epochs=1, progress=False)
+        else: distill(net, copy.deepcopy(net), x, target='moments', epochs=1, progress=False)
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items()) and all(m.training for m in net.modules())
