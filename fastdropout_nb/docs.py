@@ -263,6 +263,7 @@ main.fdnb-main blockquote { border-left: 4px solid #ccd; margin-left: 0; padding
 main.fdnb-main .jp-RenderedHTMLCommon pre { background: #f5f5f7; padding: 0.6rem 0.8rem; border-radius: 4px; margin: 0.6rem 0; }
 main.fdnb-main .jp-Cell, main.fdnb-main .jp-Cell-inputWrapper > *, main.fdnb-main .jp-Cell-outputWrapper > * { min-width: 0; }
 main.fdnb-main .jp-InputArea-editor, main.fdnb-main .jp-OutputArea-output pre { overflow-x: auto; }
+main.fdnb-main .jp-OutputArea-output pre { white-space: pre; }   /* printed tables keep their columns; wide ones scroll */
 mjx-container[display="true"] { overflow-x: auto; overflow-y: hidden; }
 @media (max-width: 50rem) { .fdnb-side { display: none; } main.fdnb-main { margin-left: 0; } }
 """
