@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from fastdropout_nb.arrays import no_checks
 from fastdropout_nb.moments import softmax_mean
-from fastdropout_nb.nn import count_errors, make_mnist_model, mnist_tensors, moment_propagation, train_mlp
+from fastdropout_nb.nn import count_errors, fast_twin, make_mnist_model, mnist_tensors, train_mlp
 
 KINDS = ('plain', 'mc_dropout', 'fast_dropout')
 
@@ -40,7 +40,7 @@ def timed(fn, device, repeat=3):
 @torch.no_grad()
 def inference_costs(model, X, device, batch=1000, mc_samples=100):
     "Seconds for standard, moment-propagation and MC-`mc_samples` prediction of `X` with the dropout net `model`."
-    twin = moment_propagation(model)
+    twin = fast_twin(model)                       # moment propagation of the dropout_mlp: its FastDropoutMLP twin
     def standard():
         model.eval()
         for i in range(0, len(X), batch): F.softmax(model(X[i:i + batch]), -1)

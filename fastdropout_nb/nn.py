@@ -20,17 +20,15 @@ from torch.nn.parallel import DistributedDataParallel
 from .data import load_mnist
 from .arrays import check_var, check_rate, check_finite, checks_enabled, no_checks
 from .progress import progress_bar
-from .moments import (max_moments, relu_moments, sigmoid_mean, sigmoid_var, tanh_moments, logsigmoid_mean,
+from .moments import (relu_moments, sigmoid_mean, sigmoid_var, tanh_moments, logsigmoid_mean,
                                     squared_error_mean, softmax_mean, unscented_points)
 
 # %% auto #0
 __all__ = ['PAPER_MNIST_ERRORS', 'MNIST_SIZES', 'linear_moments', 'as_pair', 'FastDropoutLinear', 'relu_moments_direct',
-           'MomentReLU', 'MomentSigmoid', 'MomentTanh', 'MomentFlatten', 'FastDropoutMLP', 'dropout_mlp',
-           'dropout_twin', 'fast_twin', 'fast_dropout_bce', 'fast_dropout_mse', 'fast_dropout_cross_entropy',
-           'predict_proba', 'count_errors', 'MomentDeterministic', 'MomentConv', 'MomentMaxPool2d', 'MomentOutput',
-           'moment_propagation', 'variance_ratio_by_layer', 'relu_slope', 'delta_moments', 'DeltaVariance',
-           'relu_moments_fast', 'default_loss', 'train_mlp', 'mnist_tensors', 'make_mnist_model', 'objective_gap',
-           'mnist_experiment']
+           'MomentReLU', 'MomentSigmoid', 'MomentTanh', 'FastDropoutMLP', 'dropout_mlp', 'dropout_twin', 'fast_twin',
+           'fast_dropout_bce', 'fast_dropout_mse', 'fast_dropout_cross_entropy', 'predict_proba', 'count_errors',
+           'variance_ratio_by_layer', 'relu_slope', 'delta_moments', 'DeltaVariance', 'relu_moments_fast',
+           'default_loss', 'train_mlp', 'mnist_tensors', 'make_mnist_model', 'objective_gap', 'mnist_experiment']
 
 # %% ../nbs/04_nn.ipynb #e270b302
 def linear_moments(mean:torch.Tensor,              # the inputs' means, shape (..., in_features)
@@ -148,15 +146,6 @@ class MomentTanh(MomentSigmoid):
     def forward(self, x):
         mean, var = as_pair(x)
         return tanh_moments(mean, _var_or_zeros(mean, var), method=self.method)
-
-class MomentFlatten(nn.Module):
-    "`nn.Flatten` applied to both moments."
-    def __init__(self, start_dim=1, end_dim=-1):
-        super().__init__(); self.start_dim, self.end_dim = start_dim, end_dim
-    def forward(self, x):
-        mean, var = as_pair(x)
-        flat = lambda t: None if t is None else t.flatten(self.start_dim, self.end_dim)
-        return flat(mean), flat(var)
 
 # %% ../nbs/04_nn.ipynb #3a7e683b
 _ACTIVATIONS = {'relu': MomentReLU, 'sigmoid': MomentSigmoid, 'tanh': MomentTanh}
@@ -318,115 +307,6 @@ def predict_proba(model:nn.Module,           # a `FastDropoutMLP`, or a real dro
 def count_errors(model, X, y, **kwargs):
     "Number of misclassified rows of `X` (argmax of `predict_proba(model, X, **kwargs)`)."
     return int((predict_proba(model, X, **kwargs).argmax(-1) != y).sum())
-
-# %% ../nbs/04_nn.ipynb #15bff1e7
-class MomentDeterministic(nn.Module):
-    "A layer that sees no dropout noise (one before a net's first dropout): applied to the mean; the output's variance is zero."
-    def __init__(self, layer):
-        super().__init__(); self.layer = layer
-    def forward(self, x):
-        mean, var = as_pair(x)
-        if var is not None and checks_enabled() and bool((var != 0).any()):
-            raise ValueError(f"{type(self.layer).__name__} comes before any dropout and takes a noise-free input; got var > 0")
-        return self.layer(mean)
-
-_CONV = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
-
-class MomentConv(nn.Module):
-    "An `nn.Conv1d/2d/3d` with element-wise dropout (drop rate `p`, inverted) on its inputs, on `(mean, var)`; shares `conv`'s parameters."
-    def __init__(self, conv, p=0.5):
-        super().__init__()
-        if type(conv) not in _CONV: raise ValueError(f"conv must be an nn.Conv1d, nn.Conv2d or nn.Conv3d; got {type(conv).__name__}")
-        if conv.padding_mode != 'zeros': raise ValueError(f"conv must use padding_mode='zeros'; got {conv.padding_mode!r}")
-        check_rate(float(p), 'p')
-        self.conv, self.p = conv, float(p)
-    def forward(self, x):
-        mean, var = as_pair(x)
-        c, q = self.conv, 1.0 - self.p
-        second = mean * mean * (self.p / q) + (0.0 if var is None else var / q)
-        f = lambda t, w, b: _CONV[type(c)](t, w, b, c.stride, c.padding, c.dilation, c.groups)
-        return f(mean, c.weight, c.bias), f(second, c.weight * c.weight, None)
-    def extra_repr(self): return f"p={self.p}"
-
-# %% ../nbs/04_nn.ipynb #395d04d4
-class MomentMaxPool2d(nn.Module):
-    "`nn.MaxPool2d` (no padding, dilation 1) of independent Gaussian inputs: each window's inputs folded in by `max_moments`."
-    def __init__(self, pool):
-        super().__init__()
-        if not isinstance(pool, nn.MaxPool2d): raise ValueError(f"pool must be an nn.MaxPool2d; got {type(pool).__name__}")
-        k, s, pad, dil = (torch.nn.modules.utils._pair(a) for a in (pool.kernel_size, pool.stride or pool.kernel_size, pool.padding, pool.dilation))
-        if pad != (0, 0) or dil != (1, 1) or pool.ceil_mode or pool.return_indices:
-            raise ValueError("MomentMaxPool2d supports nn.MaxPool2d without padding, dilation, ceil_mode or return_indices")
-        self.kernel_size, self.stride = k, s
-    def forward(self, x):
-        mean, var = as_pair(x); var = _var_or_zeros(mean, var)
-        if mean.ndim not in (3, 4): raise ValueError(f"input must be (C, H, W) or (N, C, H, W); got shape {tuple(mean.shape)}")
-        (kh, kw), (sh, sw) = self.kernel_size, self.stride
-        win = lambda t: t.unfold(-2, kh, sh).unfold(-2, kw, sw).flatten(-2)  # (..., H', W', kh*kw)
-        wm, wv = win(mean), win(var)
-        order = wv.argsort(-1)                                                 # fold the narrowest inputs in first
-        wm, wv = wm.gather(-1, order), wv.gather(-1, order)
-        m, v = wm[..., 0], wv[..., 0]
-        for i in range(1, kh * kw): m, v = max_moments(m, v, wm[..., i], wv[..., i])
-        return m, v
-    def extra_repr(self): return f"kernel_size={self.kernel_size}, stride={self.stride}"
-
-# %% ../nbs/04_nn.ipynb #ffddd6eb
-class MomentOutput(nn.Module):
-    "Last step of a moment-propagating net: 'moments' (the pair), 'mean', 'softmax' (E[softmax], unscented) or 'sigmoid' (E[sigmoid])."
-    KINDS = ('moments', 'mean', 'softmax', 'sigmoid')
-    def __init__(self, kind='moments'):
-        super().__init__()
-        if kind not in self.KINDS: raise ValueError(f"output must be one of {self.KINDS}; got {kind!r}")
-        self.kind = kind
-    def forward(self, x):
-        mean, var = as_pair(x); var = _var_or_zeros(mean, var)
-        if self.kind == 'moments': return mean, var
-        if self.kind == 'mean': return mean
-        if self.kind == 'softmax': return softmax_mean(mean, var, method='unscented')
-        return sigmoid_mean(mean, var)
-    def extra_repr(self): return repr(self.kind)
-
-_MOMENT_OF = {nn.ReLU: MomentReLU, nn.Sigmoid: MomentSigmoid, nn.Tanh: MomentTanh}
-
-def _leaves(model):
-    for m in model:
-        if isinstance(m, nn.Sequential): yield from _leaves(m)
-        else: yield m
-
-def _combined_rate(rates):
-    "Drop rate of consecutive dropouts: a unit survives all of them with probability prod(1 - p)."
-    return rates[0] if len(rates) == 1 else 1.0 - float(np.prod([1.0 - r for r in rates]))
-
-# %% ../nbs/04_nn.ipynb #c1ecdb0c
-def moment_propagation(model, output='moments'):
-    "Deterministic predictor of an `nn.Sequential` dropout net's mask-averaged output (moment propagation; shares the parameters)."
-    if not isinstance(model, nn.Sequential): raise ValueError(f"model must be an nn.Sequential; got {type(model).__name__}")
-    layers, rates, noisy = [], [], False
-    for m in _leaves(model):
-        if isinstance(m, nn.Dropout): rates.append(float(m.p)); noisy = True; continue
-        if isinstance(m, nn.Linear):
-            p = _combined_rate(rates)
-            fd = FastDropoutLinear(m.in_features, m.out_features, p, bias=m.bias is not None,
-                                   device=m.weight.device, dtype=m.weight.dtype)
-            fd.weight = m.weight
-            if m.bias is not None: fd.bias = m.bias
-            layers.append(fd); rates = []; continue
-        if isinstance(m, nn.modules.dropout._DropoutNd):
-            raise ValueError(f"{type(m).__name__} drops whole channels, which correlates a unit's inputs; only element-wise nn.Dropout is supported")
-        if type(m) in _CONV and noisy:
-            layers.append(MomentConv(m, _combined_rate(rates)))
-            rates = []; continue
-        if isinstance(m, nn.Flatten): layers.append(MomentFlatten(m.start_dim, m.end_dim)); continue   # commutes with dropout
-        if isinstance(m, nn.Identity): continue
-        if rates: raise ValueError(f"nn.Dropout must be followed by nn.Linear or a convolution; found {type(m).__name__} after it")
-        if type(m) in _MOMENT_OF: layers.append(_MOMENT_OF[type(m)]())
-        elif isinstance(m, nn.MaxPool2d) and noisy: layers.append(MomentMaxPool2d(m))
-        elif not noisy: layers.append(MomentDeterministic(m))                  # before any dropout: any layer, exact
-        else: raise ValueError(f"unsupported layer {type(m).__name__} after a dropout: use nn.Linear, nn.Conv1d/2d/3d, "
-                               "nn.MaxPool2d, nn.ReLU/Sigmoid/Tanh, nn.Flatten")
-    if rates: raise ValueError("a final nn.Dropout after the last nn.Linear or convolution is not supported")
-    return nn.Sequential(*layers, MomentOutput(output))
 
 # %% ../nbs/04_nn.ipynb #d948d1a6
 def _outputs_of(net, X, kind):

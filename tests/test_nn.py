@@ -6,6 +6,10 @@ masks with two-point inputs), whole tiny nets against the exact values of the sa
 family of nets), gradcheck in float64, bad input, torch.compile (aot_eager), and DDP on CPU (gloo):
 averaged gradients over two processes equal single-process full-batch gradients. `delta_moments`: exact against every
 mask of linear nets whose second moments propagate exactly, its median error on ReLU nets within the stated bound.
+The fast paths of appendix A against the plain formulas. The convolution and max-pooling rules, which moved to
+`fastdropout_nb.propagation` (chapter 04b) with `moment_propagation`, keep their checks here: exact convolution of
+dropped Gaussian inputs, max-pooling windows within MAXPOOL_BOUND, the exact twin of a LeNet with dropout before its
+last layer.
 """
 import math
 import os
@@ -23,12 +27,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from fastdropout_nb.arrays import no_checks
-from fastdropout_nb.nn import (DeltaVariance, FastDropoutLinear, FastDropoutMLP, MomentConv, MomentMaxPool2d, MomentReLU, MomentSigmoid,
-                               MomentTanh, _FastDropoutLinearFn, _ReLUMomentsFn, default_loss, dropout_mlp, dropout_twin, fast_dropout_bce,
-                               fast_dropout_cross_entropy, fast_dropout_mse, fast_twin, delta_moments, linear_moments, max_moments,
-                               moment_propagation, objective_gap, predict_proba, relu_moments_direct, relu_moments_fast, train_mlp,
-                               variance_ratio_by_layer)
-from fastdropout_nb.moments import relu_moments
+from fastdropout_nb.nn import (DeltaVariance, FastDropoutLinear, FastDropoutMLP, MomentReLU, MomentSigmoid, MomentTanh,
+                               _FastDropoutLinearFn, _ReLUMomentsFn, default_loss, dropout_mlp, dropout_twin, fast_dropout_bce,
+                               fast_dropout_cross_entropy, fast_dropout_mse, fast_twin, delta_moments, linear_moments, objective_gap,
+                               predict_proba, relu_moments_direct, relu_moments_fast, train_mlp, variance_ratio_by_layer)
+from fastdropout_nb.moments import max_moments, relu_moments
+from fastdropout_nb.propagation import Moments, conv_rule, dropout_rule, max_pool_rule, moment_propagation
 from fastdropout_nb.testing import all_masks, gauss_max_quad, gauss_quad, linear_exact, mask_probs, mean_var_pairs, tiny_net
 
 pytestmark = pytest.mark.filterwarnings('ignore::scipy.integrate.IntegrationWarning')
@@ -176,7 +180,7 @@ def test_twins_share_parameters():
         x = torch.randn(5, 6, dtype=torch.float64)
         fast = fast_twin(real)
         assert all(torch.equal(a, b) for a, b in zip(fast(x), ref(x)))
-        assert all(torch.equal(a, b) for a, b in zip(moment_propagation(real)(x), ref(x)))
+        assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-15) for a, b in zip(moment_propagation(real)(x), ref(x)))   # chapter 04b's
         assert lins(fast)[1].weight is real[5].weight and dropout_twin(fast)[5].weight is real[5].weight
         assert torch.allclose(predict_proba(real, x, method='moment'), predict_proba(fast, x, method='moment'))
     for bad in (nn.Sequential(nn.Dropout(0.5), nn.Linear(3, 2), nn.GELU(), nn.Dropout(0.5), nn.Linear(2, 2)),
@@ -210,11 +214,11 @@ def test_real_dropout_medians(activation):
         assert med[0] <= bm and med[1] <= bs, (layer, med)
 
 
-# ---------------------------------------------------------------------------------------- convolutional nets
+# ---------------------------------------------------------------------------------------- convolutional nets (fastdropout_nb.propagation's rules)
 @given(st.integers(0, 2**31 - 1), st.sampled_from([dict(), dict(stride=2), dict(padding=1), dict(dilation=2), dict(groups=2)]),
        st.one_of(st.just(0.0), st.floats(1e-6, 0.95)))
 def test_conv_exact(seed, kw, p):
-    "MomentConv against every mask of a 2x3x2 input (4096 masks) with Gaussian inputs: the same mixture moments to round-off."
+    "Dropout then a convolution (propagation's rules) against every mask of a 2x3x2 input (4096 masks) with Gaussian inputs: exact."
     g = torch.Generator().manual_seed(seed)
     conv = nn.Conv2d(2, 2, 1 if 'dilation' in kw else (2, 1), **kw).double()
     with torch.no_grad(): conv.weight.normal_(generator=g); conv.bias.normal_(generator=g)
@@ -225,19 +229,8 @@ def test_conv_exact(seed, kw, p):
         cm = conv(z * m / q)
         cv = torch.nn.functional.conv2d(z * v / q**2, conv.weight**2, None, conv.stride, conv.padding, conv.dilation, conv.groups)
         w = pm.reshape(-1, 1, 1, 1); em = (w * cm).sum(0); ev = (w * (cv + (cm - em) ** 2)).sum(0)
-        gm, gv = MomentConv(conv, p)((m[None], v[None]))
+        gm, gv = conv_rule(conv, dropout_rule(Moments(m[None], v[None]), p))
     assert torch.allclose(gm[0], em, rtol=1e-10, atol=1e-10 * em.abs().max()) and torch.allclose(gv[0], ev, rtol=1e-10, atol=1e-10 * ev.max())
-
-
-@given(st.lists(mean_var_pairs(max_abs_mean=1e3, max_var=1e6), min_size=2, max_size=2))
-def test_max_of_two_exact(pairs):
-    "Clark's moments of the maximum of two independent Gaussians against quadrature of its CDF."
-    (m1, v1), (m2, v2) = pairs
-    sd = max(v1, v2) ** 0.5
-    if sd == 0: sd = 1.0
-    em, ev = gauss_max_quad([m1, m2], [v1, v2])
-    gm, gv = max_moments(*(torch.tensor(t, dtype=torch.float64) for t in (m1, v1, m2, v2)))
-    assert abs(gm.item() - em) <= 1e-8 * sd + 1e-12 * abs(em) and abs(gv.item() ** 0.5 - ev ** 0.5) <= 1e-6 * sd
 
 
 @given(st.sampled_from([2, 3]), st.data())
@@ -246,7 +239,7 @@ def test_maxpool_window_within_bound(k, data):
     pairs = data.draw(st.lists(mean_var_pairs(max_abs_mean=100, max_var=1e4, min_var=0.0), min_size=k * k, max_size=k * k))
     means, vars = (np.array(c) for c in zip(*pairs))
     if vars.max() == 0: vars[0] = 1.0
-    m, v = MomentMaxPool2d(nn.MaxPool2d(k))((torch.tensor(means).reshape(1, 1, k, k), torch.tensor(vars).reshape(1, 1, k, k)))
+    m, v = max_pool_rule(Moments(torch.tensor(means).reshape(1, 1, k, k), torch.tensor(vars).reshape(1, 1, k, k)), 2, k)
     em, ev = gauss_max_quad(means, vars); sd = vars.max() ** 0.5
     bm, bs = MAXPOOL_BOUND[k * k]
     assert abs(m.item() - em) <= bm * sd and abs(v.item() ** 0.5 - ev ** 0.5) <= bs * sd
@@ -260,7 +253,7 @@ def test_maxpool_bound_can_fail_without_ordering():
     for a, b in zip(means[1:], vars[1:]): m, v = max_moments(m, v, torch.tensor(a), torch.tensor(b))
     bm, bs = MAXPOOL_BOUND[4]
     assert abs(m.item() - em) > bm * sd                                             # unordered: outside the bound
-    pm, pv = MomentMaxPool2d(nn.MaxPool2d(2))((torch.tensor(means).reshape(1, 1, 2, 2), torch.tensor(vars).reshape(1, 1, 2, 2)))
+    pm, pv = max_pool_rule(Moments(torch.tensor(means).reshape(1, 1, 2, 2), torch.tensor(vars).reshape(1, 1, 2, 2)), 2, 2)
     assert abs(pm.item() - em) <= bm * sd and abs(pv.item() ** 0.5 - ev ** 0.5) <= bs * sd
 
 
@@ -277,15 +270,6 @@ def test_lenet_last_twin_exact(seed, p):
         pm = torch.tensor(mask_probs(masks, p)); em = torch.einsum('m,mnk->nk', pm, logits)
         ev = torch.einsum('m,mnk->nk', pm, (logits - em) ** 2); tm, tv = moment_propagation(net)(x)
     assert torch.allclose(tm, em, rtol=1e-11, atol=1e-11) and torch.allclose(tv, ev, rtol=1e-10, atol=1e-12)
-
-
-def test_conv_bad_input():
-    with pytest.raises(ValueError, match='drops whole channels'):
-        moment_propagation(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Dropout2d(0.5), nn.Conv2d(2, 2, 3)))
-    with pytest.raises(ValueError, match='followed by nn.Linear or a convolution'): moment_propagation(nn.Sequential(nn.Dropout(0.5), nn.MaxPool2d(2)))
-    with pytest.raises(ValueError, match='p is the probability'): MomentConv(nn.Conv2d(1, 1, 1), 1.0)
-    with pytest.raises(ValueError, match='conv must be'): MomentConv(nn.Linear(2, 2), 0.5)
-    with pytest.raises(ValueError, match='input must be'): MomentMaxPool2d(nn.MaxPool2d(2))((torch.zeros(4, 4), torch.ones(4, 4)))
 
 
 def test_objective_gap_pairs_the_same_weights():
