@@ -31,6 +31,7 @@ def _working_dir(path):
         if had is None: os.environ.pop('IN_TEST', None)
         else: os.environ['IN_TEST'] = had
 
+# %% ../nbs/97_docs.ipynb #d293a1d6
 PARTS = {0: '', 1: 'Chapters', 2: 'Experiments', 3: 'Appendices'}
 
 def _title(nb_path) -> str:
@@ -130,6 +131,7 @@ def _split_target(t):
     path, _, frag = t.partition('#')
     return path, ('#' + frag if frag else '')
 
+# %% ../nbs/97_docs.ipynb #8c6ce73c
 def build_readme(root=None, nb=None, dest=None) -> Path:
     "Write `README.md` (or `dest`) from the index notebook (or `nb`), as `nbdev-readme` would; returns its path."
     from nbconvert import MarkdownExporter
@@ -187,6 +189,7 @@ def _no_mathjax(why):
         f"    `build_docs(mathjax=PATH)`, or the environment variable {MATHJAX_ENV}=PATH\n"
         f"    (PATH holds `es5/{MATHJAX_JS}`, or `{MATHJAX_JS}` itself).")
 
+# %% ../nbs/97_docs.ipynb #8e40c1f8
 def fetch_mathjax(cache=None, spec='mathjax@3', timeout=600) -> Path:
     "Download MathJax with `npm pack {spec}` and unpack its `es5/` folder into `cache`; returns that folder."
     cache, npm = Path(cache or mathjax_cache()), shutil.which('npm')
@@ -209,6 +212,7 @@ def fetch_mathjax(cache=None, spec='mathjax@3', timeout=600) -> Path:
         new.rename(cache)
     return cache/'es5'
 
+# %% ../nbs/97_docs.ipynb #1d8eed6b
 def find_mathjax(mathjax=None, fetch=True) -> Path:
     "The MathJax 3 folder to use: `mathjax`, else `$FASTDROPOUT_NB_MATHJAX`, else the cache (filled by npm if empty)."
     for given, what in ((mathjax, 'mathjax='), (os.environ.get(MATHJAX_ENV), f'{MATHJAX_ENV}=')):
@@ -268,6 +272,7 @@ mjx-container[display="true"] { overflow-x: auto; overflow-y: hidden; }
 @media (max-width: 50rem) { .fdnb-side { display: none; } main.fdnb-main { margin-left: 0; } }
 """
 
+# %% ../nbs/97_docs.ipynb #ada7bca4
 PAGE_TEMPLATE = r"""{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js -%}{%- endblock html_head_js -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
@@ -291,6 +296,7 @@ PAGE_TEMPLATE = r"""{%- extends 'lab/index.html.j2' -%}
 {%- endblock body_footer -%}
 """
 
+# %% ../nbs/97_docs.ipynb #58e7b7fe
 def _esc(s): return html.escape(str(s), quote=True)
 
 def _jupyter_css(exporter) -> str:
@@ -314,6 +320,7 @@ def _nav(site_title, chapters, current, toc):
     return (f'<header class="fdnb-top"><a href="index.html">{_esc(site_title)}</a></header>\n'
             f'<nav class="fdnb-side"><ol>{"".join(items)}</ol></nav>')
 
+# %% ../nbs/97_docs.ipynb #baf8f110
 _re_h2 = re.compile(r'<h2 id="([^"]+)">(.*?)<a class="anchor-link"', re.S)
 
 def _html_links(text, pages, doc_url):
@@ -340,6 +347,22 @@ def _embed_images(nb, folder):
         if cell.cell_type == 'markdown': cell.source = re.sub(r'!\[([^\]]*)\]\(([^)\s]+)\)', embed, cell.source)
     return nb
 
+def _remove_stale_pages(out, pages):
+    "Remove the pages of an earlier build (ours, by their generator tag) whose notebook has gone."
+    for old in Path(out).glob('*.html'):
+        if old.name not in pages and 'content="fastdropout_nb.docs"' in old.read_text(encoding='utf-8', errors='ignore')[:20000]:
+            old.unlink()
+
+def _contents_page(out, site_title, chapters):
+    "An `index.html` listing the pages, for a build without an index notebook."
+    items = ''.join(f'<li><a href="{_esc(c)}">{_esc(t)}</a></li>' for c, t, _ in chapters)
+    (Path(out)/'index.html').write_text(
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="fastdropout_nb.docs">'
+        f'<title>{_esc(site_title)}</title><link rel="stylesheet" href="_static/site.css"></head>\n<body>'
+        f'{_nav(site_title, chapters, None, [])}<main class="fdnb-main"><h1>{_esc(site_title)}</h1><ol>{items}</ol></main>'
+        '</body></html>\n', encoding='utf-8')
+
+# %% ../nbs/97_docs.ipynb #5d88ad5d
 def build_docs(out=None, root=None, mathjax=None, notebooks=None, progress=print) -> Path:
     "Render the notebooks as HTML pages in `out` (default: nbdev's `doc_path`) with a local MathJax; returns `out/index.html`."
     from jinja2 import DictLoader
@@ -367,9 +390,7 @@ def build_docs(out=None, root=None, mathjax=None, notebooks=None, progress=print
     pages = {c[0] for c in chapters}
     site_title = str(cfg.get('title', '') or cfg.get('lib_name', '') or 'docs')
     doc_url = str(cfg.get('doc_url', '') or '')
-    for old in out.glob('*.html'):                             # pages of notebooks that are gone
-        if old.name not in pages and 'content="fastdropout_nb.docs"' in old.read_text(encoding='utf-8', errors='ignore')[:20000]:
-            old.unlink()
+    _remove_stale_pages(out, pages)
     for p, nb in processed:
         page = page_name(p)
         body, _ = exp.from_notebook_node(nb, resources={'metadata': {'name': nb.metadata['title'], 'path': str(p.parent)},
@@ -377,13 +398,7 @@ def build_docs(out=None, root=None, mathjax=None, notebooks=None, progress=print
         toc = [(i, html.unescape(re.sub('<[^>]+>', '', t)).strip()) for i, t in _re_h2.findall(body)]
         body = _html_links(body.replace('@@FDNB_NAV@@', _nav(site_title, chapters, page, toc), 1), pages, doc_url)
         (out/page).write_text(body, encoding='utf-8')
-    if 'index.html' not in pages:                               # no index notebook: a contents page
-        items = ''.join(f'<li><a href="{_esc(c)}">{_esc(t)}</a></li>' for c, t, _ in chapters)
-        (out/'index.html').write_text(
-            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><meta name="generator" content="fastdropout_nb.docs">'
-            f'<title>{_esc(site_title)}</title><link rel="stylesheet" href="_static/site.css"></head>\n<body>'
-            f'{_nav(site_title, chapters, None, [])}<main class="fdnb-main"><h1>{_esc(site_title)}</h1><ol>{items}</ol></main>'
-            '</body></html>\n', encoding='utf-8')
+    if 'index.html' not in pages: _contents_page(out, site_title, chapters)   # no index notebook
     progress(f"wrote {len(processed)} pages to {out} ({time.time() - t0:.1f} s)")
     return out/'index.html'
 
