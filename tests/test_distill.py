@@ -487,3 +487,29 @@ def test_every_entry_point_on_a_zoo_net(name):
                 distill(net, copy.deepcopy(net), x, target='moments', epochs=1, progress=False)
         else: distill(net, copy.deepcopy(net), x, target='moments', epochs=1, progress=False)
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items()) and all(m.training for m in net.modules())
+
+
+class _FunctionalTwin(nn.Module):
+    "An nn.Sequential dropout net run with each nn.Dropout written as a function call instead (same weights, same rates)."
+    def __init__(self, seq, use_torch):
+        super().__init__(); self.seq, self.use_torch = seq, use_torch
+
+    def forward(self, x):
+        for m in self.seq:
+            if not isinstance(m, nn.Dropout): x = m(x)
+            elif self.use_torch: x = torch.dropout(x, m.p, self.training)
+            else: x = F.dropout(x, m.p, training=self.training)
+        return x
+
+
+@given(nets, st.booleans(), st.integers(1, 4))
+def test_functional_dropout_nets_equal_their_module_twins(spec, use_torch, n_x):
+    "Random nets: written with F.dropout/torch.dropout, every gate configuration, its probability and MC draws equal the module net's."
+    seed, n_in, hidden, n_out, p, relu = spec
+    net = _net(seed, n_in, tuple(hidden), n_out, (p,) * len(hidden), relu)
+    twin = _FunctionalTwin(net, use_torch)
+    assert [m.p for m in dropout_modules(switchable_dropout(twin))] == [m.p for m in dropout_modules(net)]
+    x = torch.randn(n_x, n_in, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    (o1, p1), (o2, p2) = enumerate_dropout(net, x, 'probs'), enumerate_dropout(twin, x, 'probs')
+    assert torch.equal(o1, o2) and torch.equal(p1, p2)
+    assert torch.equal(mc_predict(net, x, 7, 'raw', seed=seed), mc_predict(twin, x, 7, 'raw', seed=seed))
