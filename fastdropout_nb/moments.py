@@ -1,4 +1,5 @@
-"""Mean and variance of sigmoid, log-sigmoid, tanh, ReLU and softmax of a Gaussian input, exact where
+"""Mean and variance of sigmoid, log-sigmoid, tanh, ReLU, LeakyReLU, GELU, softplus, softmax and
+the maximum of two Gaussians, for Gaussian inputs, exact where
 possible and approximated in closed form otherwise, each with its error measured against quadrature.
 
 Docs: https://fastdropout-nb.github.io/fastdropout_nb/closed_forms.html.md"""
@@ -20,9 +21,9 @@ _all_ = ['dropout_moments']
 
 # %% auto #0
 __all__ = ['EXACT', 'REGISTRY', 'SIGMOID_SQ_A', 'SIGMOID_SQ_B', 'Bound', 'Domain', 'Identity', 'Entry', 'register',
-           'sigmoid_mean', 'logsigmoid_mean', 'sigmoid_var', 'tanh_moments', 'relu_moments', 'max_moments',
-           'squared_error_mean', 'gauss_hermite_expect', 'unscented_points', 'softmax_mean', 'registry_markdown',
-           'dropout_moments']
+           'sigmoid_mean', 'logsigmoid_mean', 'sigmoid_var', 'tanh_moments', 'relu_moments', 'max_moments', 'gelu_mean',
+           'leaky_relu_moments', 'softplus_mean', 'squared_error_mean', 'gauss_hermite_expect', 'unscented_points',
+           'softmax_mean', 'registry_markdown', 'dropout_moments']
 
 # %% ../nbs/01_closed_forms.ipynb #5032e908
 _PI_8 = np.pi / 8
@@ -303,6 +304,56 @@ register(
     Entry('max_moments.var', lambda mu, var: _max2(mu, var)[1], lambda y: y.max(-1), EXACT, '01_closed_forms',
           moment='var', domain=_PAIR, quad=_max_quad(1), measured='quadrature of the CDF (testing.gauss_max_quad)',
           mutants={'prefactor dropped': _max_var_no_2}))
+
+# %% ../nbs/01_closed_forms.ipynb #6407b6ec
+def gelu_mean(mu, var):
+    "E[Y Phi(Y)] = E[GELU(Y)], Y ~ N(`mu`, `var`): exact, mu Phi(a) + var/sqrt(1+var) phi(a), a = mu/sqrt(1+var)."
+    _check(mu, var)
+    o, (mu, var) = as_float(mu, var)
+    w_var = 1 + var                                            # W = Y - Z ~ N(mu, 1 + var)
+    return mu * o.ndtr(mu / o.sqrt(w_var)) / w_var + var / w_var * relu_moments(mu, w_var)[0]
+
+def _gelu_no_factor(mu, var):
+    "mu Phi(a) + phi(a): the factor var/sqrt(1+var) left out (a planted mistake)."
+    mu, var = np.asarray(mu, float), np.asarray(var, float)
+    a = mu / np.sqrt(1 + var)
+    return mu * _ndtr(a) + np.exp(-a * a / 2) / np.sqrt(2 * np.pi)
+
+register(Entry('gelu_mean', gelu_mean, lambda y: y * _ndtr(y), EXACT, '01_closed_forms', measured='quadrature',
+               mutants={'prefactor dropped': _gelu_no_factor}))
+
+# %% ../nbs/01_closed_forms.ipynb #7f2eac40
+def leaky_relu_moments(mu, var,
+                       negative_slope=0.01):  # the slope alpha for t < 0, as in torch.nn.LeakyReLU
+    "Exact `(mean, var)` of LeakyReLU(Y), Y ~ N(`mu`, `var`): m+ - a m-, v+ + a^2 v- + 2 a m+ m- (ReLU moments of Y and -Y)."
+    _check(mu, var, negative_slope=negative_slope)
+    o, (mu, var, alpha) = as_float(mu, var, negative_slope)
+    m_pos, v_pos = relu_moments(mu, var)
+    m_neg, v_neg = relu_moments(-mu, var)
+    return m_pos - alpha * m_neg, v_pos + alpha * alpha * v_neg + 2 * alpha * m_pos * m_neg
+
+_ALPHA = 0.2   # the negative slope of the registered instances
+_leaky = lambda y: np.where(y > 0, y, _ALPHA * y)
+register(
+    Entry('leaky_relu_moments.mean', lambda mu, var: leaky_relu_moments(mu, var, _ALPHA)[0], _leaky, EXACT, '01_closed_forms',
+          kinks=(0.0,), measured='quadrature', mutants={'prefactor dropped': lambda mu, var: leaky_relu_moments(mu, var, 1.0)[0]}),   # alpha left out
+    Entry('leaky_relu_moments.var', lambda mu, var: leaky_relu_moments(mu, var, _ALPHA)[1], _leaky, EXACT, '01_closed_forms',
+          moment='var', kinks=(0.0,), measured='quadrature',
+          mutants={'covariance dropped': lambda mu, var: relu_moments(mu, var)[1] + _ALPHA ** 2 * relu_moments(-np.asarray(mu), var)[1],
+                   'prefactor dropped': lambda mu, var: relu_moments(mu, var)[1] + _ALPHA * relu_moments(-np.asarray(mu), var)[1]
+                                                        + 2 * _ALPHA * relu_moments(mu, var)[0] * relu_moments(-np.asarray(mu), var)[0]}))
+
+# %% ../nbs/01_closed_forms.ipynb #459c02ac
+def softplus_mean(mu, var):
+    "E[softplus(Y)], Y ~ N(`mu`, `var`), closed form c softplus(mu/c), c = sqrt(1 + pi var/8) (bound: `REGISTRY['softplus_mean']`)."
+    _check(mu, var)
+    o, (mu, var) = as_float(mu, var)
+    c = o.sqrt(1 + _PI_8 * var)
+    return c * o.softplus(mu / c)
+
+register(Entry('softplus_mean', softplus_mean, lambda y: np.logaddexp(0.0, y), REGISTRY['logsigmoid_mean'].bound,
+               '01_closed_forms', measured="the log-sigmoid's error mirrored (μ → −μ), quadrature",
+               mutants={'prefactor dropped': lambda mu, var: np.logaddexp(0.0, np.asarray(mu) / np.sqrt(1 + _PI_8 * np.asarray(var)))}))
 
 # %% ../nbs/01_closed_forms.ipynb #1929e9bd
 def squared_error_mean(mu, var, target):
