@@ -311,7 +311,11 @@ def sq_norm(y):
     "φ(y) = ‖y‖², the generator of squared error."
     return (y ** 2).sum(-1)
 
-def exact_objectives(outs, probs, yhat, loss):
+def exact_objectives(outs, # teacher outputs for every gate configuration, (M, N, K)
+                     probs, # their probabilities, (M,)
+                     yhat, # the student's outputs, (N, K)
+                     loss, # loss(y, ŷ) per example
+                    ): # (J, J′)
     "(J, J') for teacher outputs `outs` (M, N, K) with gate probabilities `probs` (M,) and student outputs `yhat` (N, K)."
     ybar = torch.tensordot(probs, outs, dims=1)
     J = loss(ybar, yhat).mean()
@@ -375,7 +379,12 @@ def random_teacher(seed:int, # seeds the weights (standard normal × 1.5)
         for prm in net.parameters(): prm.copy_(torch.randn(prm.shape, generator=g, dtype=dtype) * 1.5)
     return net
 
-def random_students(outs, probs, n=4, seed=0, kind='probs'):
+def random_students(outs, # teacher outputs for every gate configuration, (M, N, K)
+                    probs, # their probabilities (unused; the same call shape as the checks)
+                    n:int=4, # students
+                    seed:int=0, # seeds them
+                    kind:str='probs', # 'probs': points of the simplex (softmax of random logits); 'raw': any vectors
+                   )->list: # n student outputs, each (N, K)
     "Student outputs for the Theorem 1 checks: random points (softmax of random logits for 'probs')."
     g = torch.Generator().manual_seed(seed)
     N, K = outs.shape[1:]
@@ -643,8 +652,13 @@ def train_classifier(model:nn.Module, # the net, trained in place (its dropouts 
     return model.eval()
 
 # %% ../nbs/05_distillation.ipynb #819fb58f
-def small_convnet(p_in=0.5, p=0.5, channels=(16, 32), hidden=64, n_out=10):
-    "A conv net for flat 8×8 images: dropout `p_in` on the pixels and `p` after each conv block and the hidden layer."
+def small_convnet(p_in:float=0.5, # dropout on the pixels (0: none)
+                  p:float=0.5, # dropout after each conv block and the hidden layer (0: none)
+                  channels=(16, 32), # the two conv layers' channels
+                  hidden:int=64, # the hidden layer's width
+                  n_out:int=10, # classes
+                 )->nn.Sequential:
+    "A conv net for flat 8×8 images with dropout at every layer."
     drop = lambda r: [nn.Dropout(r)] if r > 0 else []
     c1, c2 = channels
     return nn.Sequential(nn.Unflatten(1, (1, 8, 8)), *drop(p_in),
@@ -656,8 +670,13 @@ def n_params(model):
     "Number of trainable parameters of `model`."
     return sum(q.numel() for q in model.parameters() if q.requires_grad)
 
-def digits_teacher(quick=True, seed=0, p_in=0.5, p=0.5, epochs=None):
-    "Digits data and a `small_convnet` teacher with heavy dropout at every layer (Adam, 100 epochs; 300 unless `quick`)."
+def digits_teacher(quick:bool=True, # 100 training epochs (300 unless `quick`)
+                   seed:int=0, # seeds the split, the weights and the training
+                   p_in:float=0.5, # the teacher's input dropout
+                   p:float=0.5, # its dropout after each layer
+                   epochs:int|None=None, # overrides the epochs `quick` sets
+                  ): # (`digits_split(seed)`, the trained teacher)
+    "Digits data and a `small_convnet` teacher with heavy dropout at every layer, trained with Adam."
     data = digits_split(seed)
     torch.manual_seed(seed)
     teacher = small_convnet(p_in, p)
@@ -693,7 +712,12 @@ def digits_distillation(data:dict, # `digits_split`'s train / unseen / test part
     return res, student
 
 # %% ../nbs/05_distillation.ipynb #8b8a3d87
-def s_strategies(data, teacher, quick=True, seed=0, strategies=('train', 'perturbed', 'unseen')):
+def s_strategies(data:dict, # `digits_split`'s parts
+                 teacher:nn.Module, # the trained dropout teacher
+                 quick:bool=True, # as in `digits_distillation`
+                 seed:int=0, # as in `digits_distillation`
+                 strategies=('train', 'perturbed', 'unseen'), # the unlabelled sets S tried
+                )->dict: # the distilled student's test scores by S
     "Distilled test scores for each way of building the unlabelled set S (no labels are used in any)."
     return {S: digits_distillation(data, teacher, quick, seed, S=S)[0]['distilled'] for S in strategies}
 
