@@ -66,8 +66,7 @@ RANDOM_FUNCTIONS = {torch.rand, torch.rand_like, torch.randn, torch.randn_like, 
                     F.gumbel_softmax}
 RANDOM_METHODS = {'bernoulli', 'bernoulli_', 'uniform_', 'normal_', 'random_', 'exponential_', 'geometric_',
                   'cauchy_', 'log_normal_', 'multinomial'}
-SUPPORTED_DROPOUT = ("nn.Dropout, nn.Dropout1d/2d/3d, F.dropout, F.dropout1d/2d/3d or torch.dropout with a constant p "
-                     "(any `training` argument)")
+SUPPORTED_DROPOUT = "nn.Dropout, nn.Dropout1d/2d/3d, F.dropout, F.dropout1d/2d/3d or torch.dropout with a constant p"
 
 def _where(node):
     "The graph node `node` named with its op, target and the path of the module whose forward holds it."
@@ -86,14 +85,14 @@ def _refuse_modules(model):
                                  f"switched on alone; supported: {SUPPORTED_DROPOUT}")
 
 def _dropout_args(node):
-    "(input, p, inplace) of a functional dropout node; p must be a constant."
+    "(input, p, inplace, training) of a functional dropout node; p must be a constant."
     if node.target is torch.dropout: a = dict(zip(('input', 'p', 'train'), node.args), **node.kwargs)
     else:
         b = inspect.signature(node.target).bind(*node.args, **node.kwargs); b.apply_defaults(); a = b.arguments
     p = a['p']
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
         raise ValueError(f"{_where(node)}: the dropout rate must be a constant in [0, 1]; got {p!r}")
-    return a['input'], float(p), bool(a.get('inplace', False))
+    return a['input'], float(p), bool(a.get('inplace', False)), a.get('training', a.get('train', True))
 
 # %% ../nbs/05_distillation.ipynb #4793df05
 def _trace(model, training):
@@ -116,25 +115,31 @@ def _dropout_net(model, name='model'):
                          "would be the same net; use standard_predict for a net without dropout")
     return net
 
-def _n_functional(graph): return sum(n.op == 'call_function' and n.target in FUNCTIONAL_DROPOUT for n in graph.nodes)
+def _functional(graph): return [n for n in graph.nodes if n.op == 'call_function' and n.target in FUNCTIONAL_DROPOUT]
 
-def _check_same_dropouts(model, graph):
-    "ValueError when training mode traces more functional dropouts than `graph` (a dropout behind `if self.training:`)."
-    try: n_train = _n_functional(_trace(model, True))
-    except ValueError: return                   # only the eval-mode forward is traceable: nothing to compare
-    if n_train != _n_functional(graph):
-        raise ValueError(f"model's forward holds {n_train} functional dropouts in training mode but {_n_functional(graph)} "
-                         "in eval mode: write each as F.dropout(x, p, training=self.training), not under `if self.training:`")
+def _dropping(model, graph, training):
+    "For each functional dropout of `graph`: does it drop while the model trains? (`training=False` written in: never.)"
+    train_graph = graph if training else None
+    if train_graph is None:
+        try: train_graph = _trace(model, True)
+        except ValueError: return [True] * len(_functional(graph))     # only the eval-mode forward is traceable
+    n_train, n_eval = len(_functional(train_graph)), len(_functional(graph))
+    if n_train != n_eval:
+        raise ValueError(f"model's forward holds {n_train} functional dropouts in training mode but {n_eval} in eval "
+                         "mode: write each as F.dropout(x, p, training=self.training), not under `if self.training:`")
+    return [_dropout_args(n)[3] is not False for n in _functional(train_graph)]
 
 # %% ../nbs/05_distillation.ipynb #c7061b57
-def _rewrite_node(gm, node, i, seen):
+def _rewrite_node(gm, node, i, seen, dropping):
     "Make `node` of `gm` a call of its own dropout module (functional dropout, or a dropout module already called)."
     if (node.op == 'call_function' and node.target in RANDOM_FUNCTIONS) or \
        (node.op == 'call_method' and node.target in RANDOM_METHODS):
         raise ValueError(f"{_where(node)} draws random numbers outside a dropout that can be switched alone; "
                          f"supported: {SUPPORTED_DROPOUT}")
     if node.op == 'call_function' and node.target in FUNCTIONAL_DROPOUT:
-        x, p, inplace = _dropout_args(node)
+        x, p, inplace, _ = _dropout_args(node)
+        if not next(dropping):                  # `training=False` written in: the identity while training too
+            node.replace_all_uses_with(x); gm.graph.erase_node(node); return
         gm.add_submodule(f'functional_dropout_{i}', FUNCTIONAL_DROPOUT[node.target](p, inplace=inplace).train(gm.training))
         with gm.graph.inserting_after(node): new = gm.graph.call_module(f'functional_dropout_{i}', (x,))
         new.meta = dict(node.meta)
@@ -153,10 +158,10 @@ def switchable_dropout(model:nn.Module, # any module whose forward torch.fx can 
     if getattr(model, '_switchable_dropout', False): return model
     _refuse_modules(model)
     graph = _trace(model, training)
-    if not training: _check_same_dropouts(model, graph)
+    dropping = iter(_dropping(model, graph, training))
     gm = fx.GraphModule(model, graph, class_name=f'Switchable{type(model).__name__}')
     gm.training, seen = training, set()
-    for i, node in enumerate(list(gm.graph.nodes)): _rewrite_node(gm, node, i, seen)
+    for i, node in enumerate(list(gm.graph.nodes)): _rewrite_node(gm, node, i, seen, dropping)
     gm.recompile()
     gm._switchable_dropout = True
     return gm

@@ -513,3 +513,14 @@ def test_functional_dropout_nets_equal_their_module_twins(spec, use_torch, n_x):
     (o1, p1), (o2, p2) = enumerate_dropout(net, x, 'probs'), enumerate_dropout(twin, x, 'probs')
     assert torch.equal(o1, o2) and torch.equal(p1, p2)
     assert torch.equal(mc_predict(net, x, 7, 'raw', seed=seed), mc_predict(twin, x, 7, 'raw', seed=seed))
+
+
+def test_a_dropout_switched_off_in_the_code_is_no_gate():
+    "F.dropout(x, p, training=False) never dropped while the model trained: the identity, not a gate."
+    class Half(nn.Module):
+        def __init__(self): super().__init__(); self.fc = nn.Linear(3, 2)
+        def forward(self, x): return self.fc(F.dropout(F.dropout(x, 0.5, training=False), 0.3, training=self.training))
+    net, x = Half().double(), torch.randn(4, 3, dtype=torch.float64)
+    assert [m.p for m in dropout_modules(switchable_dropout(net))] == [0.3]
+    assert [m.p for m in dropout_modules(switchable_dropout(net, training=True))] == [0.3]
+    assert len(enumerate_dropout(net, x)[1]) == 2 ** 3
