@@ -1,0 +1,341 @@
+"""Tests of `fastdropout_nb.propagation` (chapter 04b): exactness against every dropout mask on random graphs,
+the element-wise rules against quadrature and Monte Carlo, refusals, and the zoo of ordinary nets against MC."""
+import math, operator
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from hypothesis import given, strategies as st
+from fastdropout_nb.testing import all_masks, mask_probs, gauss_quad, gauss_max_quad, assert_mc_close, MAX_ENUM
+from fastdropout_nb.propagation import (Moments, moment_propagation, dropout_rule, leaky_relu_rule, gelu_rule,
+                                        elementwise_rule, max_pool_rule, zoo_models, propagation_scores,
+                                        fast_dropout_fit, SUPPORTED)
+
+torch.set_num_threads(1)
+D = torch.float64
+
+# ---------------------------------------------------------------- random graphs, every mask enumerated
+KEEP_OPS = ('bn', 'scale', 'shift', 'permute', 'reshape', 'div')
+MIX_OPS = ('conv', 'avgpool', 'adaptive', 'sum', 'mean', 'linear')
+
+class RandomGraph(nn.Module):
+    """Branches from one noise-free input: each applies element-wise ops and dropouts (nn.Dropout or F.dropout),
+    then linear maps; the branches are joined by + or cat. `masks` (one per dropout, batch first) replaces sampling."""
+    def __init__(self, shape, branches, join, seed):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        c = shape[0]
+        self.prefix = nn.Conv2d(c, c, 1).to(D)                     # before any dropout: runs as it is
+        self.branches, self.join, self.masks, self.mods = branches, join, None, nn.ModuleDict()
+        for b, ops in enumerate(branches):
+            for i, (op, arg) in enumerate(ops):
+                key = f'b{b}_{i}'
+                if op == 'bn':
+                    m = nn.BatchNorm2d(c).to(D).eval()
+                    m.running_mean.uniform_(-1, 1, generator=g); m.running_var.uniform_(0.5, 2, generator=g)
+                    m.weight.data.uniform_(0.5, 2, generator=g); m.bias.data.uniform_(-1, 1, generator=g)
+                elif op == 'conv': m = nn.Conv2d(c, 2, arg, padding=arg // 2).to(D)
+                elif op == 'avgpool': m = nn.AvgPool2d(2, 1, padding=arg, count_include_pad=False)
+                elif op == 'adaptive': m = nn.AdaptiveAvgPool2d(arg)
+                elif op == 'linear': m = nn.Linear(int(np.prod(shape)), 3).to(D)
+                elif op == 'drop' and arg[1] == 'module': m = nn.Dropout(arg[0])
+                else: continue
+                self.mods[key] = m
+        self.scales = {f'b{b}_{i}': float(torch.empty(1).uniform_(-2, 2, generator=g)) for b, ops in enumerate(branches) for i in range(len(ops))}
+
+    def _drop(self, x, key, p, k):
+        if self.masks is not None: return x * self.masks[k].reshape(-1, *x.shape[1:]) / (1 - p)
+        return self.mods[key](x) if key in self.mods else F.dropout(x, p, self.training)
+
+    def forward(self, x):
+        x = F.relu(self.prefix(x)) + 0.5                          # noise-free, and no entry is zero
+        outs, k = [], 0
+        for b, ops in enumerate(self.branches):
+            h = x
+            for i, (op, arg) in enumerate(ops):
+                key, c = f'b{b}_{i}', self.scales[f'b{b}_{i}']
+                if op == 'drop': h = self._drop(h, key, arg[0], k); k += 1
+                elif op in ('bn', 'conv', 'avgpool', 'adaptive'): h = self.mods[key](h)
+                elif op == 'linear': h = self.mods[key](torch.flatten(h, 1))
+                elif op == 'scale': h = h * c
+                elif op == 'div': h = h / (c + 3.0)
+                elif op == 'shift': h = h + c
+                elif op == 'permute': h = h.permute(0, 1, 3, 2)
+                elif op == 'reshape': h = h.reshape(h.shape[0], h.shape[1], -1).unsqueeze(-1).view(h.shape)
+                elif op == 'sum': h = h.sum(dim=(-1, -2) if arg else -1, keepdim=True)
+                elif op == 'mean': h = h.mean(dim=-1, keepdim=True) if arg else torch.mean(h, -2, keepdim=True)
+            outs.append(h.flatten(1))
+        if self.join == 'add': return outs[0] + outs[1][:, :1] if len(outs) > 1 else outs[0] + 1.5
+        return torch.cat(outs, 1)
+
+@st.composite
+def random_graphs(draw, chain=False):
+    "A random graph and input; only linear maps after the first dropout; each branch mixes once (or, `chain`, up to twice)."
+    c, h, w = draw(st.sampled_from([(1, 2, 2), (1, 2, 3), (2, 2, 2), (1, 3, 3)]))
+    n = c * h * w
+    n_branches = draw(st.sampled_from([1, 2])) if 2 * n <= MAX_ENUM else 1
+    budget = MAX_ENUM // (n * n_branches)                       # dropouts per branch: at most 2**14 masks in all
+    p = st.sampled_from([0.1, 0.3, 0.5, 0.8])
+    branches = []
+    for _ in range(n_branches):
+        ops, drops = [], draw(st.integers(1, max(1, min(budget, 3))))
+        for _ in range(drops):
+            ops += [(draw(st.sampled_from(KEEP_OPS)), None) for _ in range(draw(st.integers(0, 1)))]
+            ops.append(('drop', (draw(p), draw(st.sampled_from(['module', 'functional'])))))
+        mixes = draw(st.integers(1, 2)) if chain else 1
+        for m in range(mixes):
+            op = draw(st.sampled_from(MIX_OPS if m == 0 else ('sum', 'mean')))
+            arg = {'conv': draw(st.sampled_from([1, 3])), 'avgpool': draw(st.sampled_from([0, 1])),
+                   'adaptive': 1, 'sum': draw(st.booleans()), 'mean': draw(st.booleans())}.get(op)
+            ops.append((op, arg))
+            if op == 'linear': break
+            ops += [(draw(st.sampled_from(('bn', 'scale', 'shift'))), None) for _ in range(draw(st.integers(0, 1)))]
+        branches.append(ops)
+    join = draw(st.sampled_from(['add', 'cat']))
+    return (c, h, w), branches, join, draw(st.integers(0, 10**6))
+
+def _build(spec):
+    shape, branches, join, seed = spec
+    torch.manual_seed(seed)
+    # a BatchNorm after a layer that changes the channel count would not fit: such draws are dropped
+    if any(op == 'bn' and any(o in ('conv', 'linear', 'sum', 'mean') for o, _ in ops[:i]) for ops in branches for i, (op, _) in enumerate(ops)):
+        return None, None
+    net = RandomGraph(shape, branches, join, seed).eval()
+    x = torch.randn(1, *shape, dtype=D, generator=torch.Generator().manual_seed(seed))
+    return net, x
+
+def enumerate_graph(net, x):
+    "Mean and variance of the net's output over every mask, from its probability-weighted outputs."
+    rates = [arg[0] for ops in net.branches for op, arg in ops if op == 'drop']
+    sizes = []
+    def count(h, key, p, k): sizes.append(h[0].numel()); return h
+    net._drop = count                                        # one pass to read each dropout's number of gates
+    try:
+        with torch.no_grad(): net(x)
+    finally: del net._drop
+    masks = torch.tensor(all_masks(sum(sizes)), dtype=D)
+    probs = torch.tensor(mask_probs(masks.numpy(), np.repeat(rates, sizes)), dtype=D)
+    net.masks = list(masks.split(sizes, dim=1))
+    try:
+        with torch.no_grad(): out = net(x.expand(len(masks), *x.shape[1:]))
+    finally: net.masks = None
+    mean = probs @ out
+    return mean, probs @ (out - mean) ** 2
+
+@given(random_graphs())
+def test_random_graphs_exact_against_every_mask(spec):
+    "Must show 1: dropouts, BatchNorm, pooling, sums, reshapes, residual adds and cat: mean and variance exact to 1e-10."
+    net, x = _build(spec)
+    if net is None: return
+    mean, var = moment_propagation(net)(x)
+    em, ev = enumerate_graph(net, x)
+    assert torch.allclose(mean[0], em, rtol=1e-10, atol=1e-10), (mean, em)
+    assert torch.allclose(var[0], ev, rtol=1e-10, atol=1e-10), (var, ev)
+
+@given(random_graphs(chain=True))
+def test_random_graphs_mean_exact_through_chained_linear_maps(spec):
+    "Two linear maps in a row share gates: the mean stays exact, the variance (independence) is an approximation."
+    net, x = _build(spec)
+    if net is None: return
+    em, _ = enumerate_graph(net, x)
+    assert torch.allclose(moment_propagation(net, 'mean')(x)[0], em, rtol=1e-10, atol=1e-10)
+
+def test_enumeration_sees_a_planted_bug(monkeypatch):
+    "The exactness test can fail: with the dropout variance's m² p term dropped, or std in place of var, it does."
+    import fastdropout_nb.propagation as P
+    spec = ((1, 2, 2), [[('drop', (0.5, 'module')), ('linear', None)]], 'cat', 3)
+    net, x = _build(spec)
+    em, ev = enumerate_graph(net, x)
+    assert torch.allclose(moment_propagation(net)(x)[1][0], ev, rtol=1e-10)
+    for bug in (lambda x, p: Moments(x, torch.zeros_like(x) / (1 - p)), lambda x, p: Moments(x, (x * x * p).sqrt() / (1 - p))):
+        monkeypatch.setattr(P, 'dropout_rule', bug)
+        assert not torch.allclose(moment_propagation(net)(x)[1][0], ev, rtol=1e-3)
+
+# ---------------------------------------------------------------- element-wise rules: quadrature and Monte Carlo
+FUNCS = {'leaky_relu': (lambda t, n: leaky_relu_rule(t, 0.1), lambda y: F.leaky_relu(y, 0.1)),
+         'gelu': (lambda t, n: gelu_rule(t, n), F.gelu),
+         'silu': (lambda t, n: elementwise_rule(F.silu, t, n), F.silu),
+         'softplus': (lambda t, n: elementwise_rule(F.softplus, t, n), F.softplus),
+         'mish': (lambda t, n: elementwise_rule(F.mish, t, n), F.mish),
+         'elu': (lambda t, n: elementwise_rule(F.elu, t, n), F.elu)}
+
+def _pair(mu, var): return Moments(torch.tensor([mu], dtype=D), torch.tensor([var], dtype=D))
+
+@pytest.mark.parametrize('name', list(FUNCS))
+@given(mu=st.floats(-4, 4), var=st.one_of(st.just(0.0), st.floats(1e-4, 9.0)))
+def test_elementwise_rules_against_quadrature(name, mu, var):
+    "Leaky ReLU exact, GELU's mean exact (closed form), the rest by 80-node Gauss–Hermite; against adaptive quadrature."
+    rule, f = FUNCS[name]
+    g = lambda y: float(f(torch.tensor(y, dtype=D)))
+    got = rule(_pair(mu, var), 80)
+    m1 = gauss_quad(g, mu, var, points=[0.0])
+    m2 = gauss_quad(lambda y: (g(y) - m1) ** 2, mu, var, points=[0.0])
+    exact_mean, exact_var = name in ('leaky_relu', 'gelu'), name == 'leaky_relu'
+    tol = lambda exact, scale: (1e-9 if exact else 2e-3) * (1 + scale)
+    assert abs(float(got.mean) - m1) <= tol(exact_mean, abs(m1)), (float(got.mean), m1)
+    assert abs(float(got.var) - m2) <= tol(exact_var, m2) + (0 if exact_var else 1e-3 * var), (float(got.var), m2)
+
+@pytest.mark.parametrize('name', list(FUNCS))
+def test_elementwise_rules_against_monte_carlo(name):
+    "The same rules at the default n = 20 against 200 000 Gaussian draws, within 5 standard errors."
+    rule, f = FUNCS[name]
+    gen = torch.Generator().manual_seed(0)
+    for mu, var in [(0.4, 0.7), (-1.5, 2.5), (2.0, 0.2)]:
+        y = mu + math.sqrt(var) * torch.randn(200_000, generator=gen, dtype=D)
+        got = rule(_pair(mu, var), 20)
+        fy = f(y).numpy()
+        assert_mc_close(fy, float(got.mean), what=f'{name} mean')
+        assert_mc_close((fy - fy.mean()) ** 2, float(got.var), k=6.0, what=f'{name} var')
+
+def test_max_pool_of_two_is_exact_and_padding_never_wins():
+    "Max pooling of a window of two is Clark's max, exact; a padded position is skipped."
+    means, vars_ = [0.3, -0.2], [0.5, 2.0]
+    got = max_pool_rule(Moments(torch.tensor([[means]], dtype=D), torch.tensor([[vars_]], dtype=D)), 1, 2)
+    em, ev = gauss_max_quad(means, vars_)
+    assert abs(float(got.mean) - em) < 1e-9 and abs(float(got.var) - ev) < 1e-9
+    got = max_pool_rule(Moments(torch.tensor([[[-5.0, 1.0]]], dtype=D), torch.ones(1, 1, 2, dtype=D)), 1, 2, 2, 1)
+    assert abs(float(got.mean[0, 0, 0]) - (-5.0)) < 1e-12 and abs(float(got.var[0, 0, 0]) - 1.0) < 1e-12
+
+def test_channel_dropout_exact_against_every_mask():
+    "nn.Dropout2d → conv and → max pool → flatten → linear: mean and variance over every channel gate, to 1e-10."
+    torch.manual_seed(0)
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__(); self.drop, self.conv, self.fc = nn.Dropout2d(0.3), nn.Conv2d(6, 2, 2), nn.Linear(6 * 2 * 2, 3)
+        def forward(self, x):
+            x = self.drop(x)
+            return torch.cat([self.conv(x).flatten(1), self.fc(F.max_pool2d(F.relu(x), 2).flatten(1))], 1)
+    net, x = Net().to(D).eval(), torch.randn(1, 6, 4, 4, dtype=D)
+    masks = torch.tensor(all_masks(6), dtype=D); probs = torch.tensor(mask_probs(masks.numpy(), 0.3), dtype=D)
+    with torch.no_grad():
+        out = torch.stack([torch.cat([net.conv(xm[None]).flatten(), net.fc(F.max_pool2d(F.relu(xm[None]), 2).flatten(1))[0]]) for xm in x * masks[:, :, None, None] / 0.7])
+    em = probs @ out; ev = probs @ (out - em) ** 2
+    mean, var = moment_propagation(net)(x)
+    assert torch.allclose(mean[0], em, atol=1e-10) and torch.allclose(var[0], ev, atol=1e-10)
+
+# ---------------------------------------------------------------- the module: sharing, dtype, gradients, old behaviour
+def test_twin_shares_parameters_follows_dtype_and_is_differentiable():
+    torch.manual_seed(0)
+    net = zoo_models()['batchnorm_mlp']().eval()
+    twin = moment_propagation(net, 'softmax')
+    assert all(a is b for a, b in zip(twin.parameters(), net.parameters()))
+    net.double()
+    x = torch.rand(3, 64, dtype=D, requires_grad=True)
+    probs = twin(x)
+    assert probs.dtype == D and torch.allclose(probs.sum(-1), torch.ones(3, dtype=D))
+    probs[:, 0].sum().backward()
+    assert net.fc1.weight.grad is not None and bool(torch.isfinite(net.fc1.weight.grad).all())
+    small = nn.Sequential(nn.Dropout(0.3), nn.Linear(4, 3), nn.GELU(), nn.Dropout(0.5), nn.Linear(3, 2)).double()
+    assert torch.autograd.gradcheck(lambda t: moment_propagation(small)(t), (torch.rand(2, 4, dtype=D, requires_grad=True),))
+    if torch.cuda.is_available():
+        net.cuda(); assert twin(torch.rand(3, 64, dtype=D, device='cuda')).device.type == 'cuda'
+
+def test_sequential_keeps_fast_dropout_mlp_results():
+    "An nn.Sequential dropout MLP's twin equals the FastDropoutMLP with the same weights (chapter 04)."
+    from fastdropout_nb.nn import FastDropoutMLP, dropout_mlp
+    torch.manual_seed(0)
+    fd = FastDropoutMLP((6, 5, 3), 0.2, 0.5, dtype=D); mc = dropout_mlp((6, 5, 3), 0.2, 0.5).double()
+    lin = [m for m in mc if isinstance(m, nn.Linear)]
+    for a, b in zip(lin, fd.layers[::2]): a.weight.data, a.bias.data = b.weight.data.clone(), b.bias.data.clone()
+    x = torch.randn(4, 6, dtype=D)
+    for a, b in zip(moment_propagation(mc)(x), fd(x)): assert torch.allclose(a, b, rtol=1e-13, atol=1e-15)
+
+def test_log_softmax_is_set_aside():
+    torch.manual_seed(0)
+    net = zoo_models()['mnist_example']().eval()
+    x = torch.rand(5, 64)
+    mean, var = moment_propagation(net)(x)
+    probs = moment_propagation(net, 'softmax')(x)
+    assert torch.allclose(probs.sum(-1), torch.ones(5)) and not torch.allclose(mean.exp().sum(-1), torch.ones(5))
+    assert torch.allclose(moment_propagation(net, 'mean')(x), mean)
+
+# ---------------------------------------------------------------- refusals
+class Product(nn.Module):
+    def __init__(self): super().__init__(); self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+    def forward(self, x):
+        x = F.dropout(x, 0.5, self.training)
+        return self.a(x) * torch.sigmoid(self.b(x))
+
+class ReluAfterDropout(nn.Module):
+    def forward(self, x): return F.relu(F.dropout(x, 0.5, self.training))
+
+class Branchy(nn.Module):
+    def __init__(self): super().__init__(); self.fc = nn.Linear(3, 3)
+    def forward(self, x):
+        if x.sum() > 0: return self.fc(x)
+        return x
+
+class NoRule(nn.Module):
+    def __init__(self): super().__init__(); self.fc = nn.Linear(3, 3)
+    def forward(self, x): return torch.cumprod(self.fc(F.dropout(x, 0.5, self.training)), 1)
+
+@pytest.mark.parametrize('model, match', [
+    (Product(), r"node 'mul' \(call_function mul, module path '<top level>'\).*product of two noisy"),
+    (ReluAfterDropout(), r"node 'relu'.*follows a dropout with no linear map"),
+    (Branchy(), r"trace.*Branchy"),
+    (NoRule(), r"node 'cumprod'.*no rule.*Supported: dropout"),
+    (nn.Sequential(nn.Dropout2d(0.5), nn.BatchNorm2d(2)), r"module path '1'.*channel dropout"),
+    (nn.Sequential(nn.AlphaDropout(0.2), nn.Linear(2, 2)), r"alpha dropout"),
+    (nn.Sequential(nn.Dropout(0.5), nn.Linear(2, 2), nn.MaxPool1d(2, ceil_mode=True)), r"MaxPool1d.*no rule"),
+])
+def test_refusals_name_the_node(model, match):
+    with pytest.raises(ValueError, match=match): moment_propagation(model)
+
+def test_refused_layer_inside_a_submodule_names_its_path():
+    class Block(nn.Module):
+        def __init__(self): super().__init__(); self.fc = nn.Linear(3, 3)
+        def forward(self, x): return self.fc(x).cummax(1).values
+    net = nn.Sequential(nn.Dropout(0.5), Block())
+    with pytest.raises(ValueError, match=r"module path '1'"): moment_propagation(net)
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='output must be one of'): moment_propagation(nn.Linear(2, 2), output='probs')
+    with pytest.raises(ValueError, match='n must be a positive integer'): moment_propagation(nn.Linear(2, 2), n=0)
+    with pytest.raises(ValueError, match='model must be a torch.nn.Module'): moment_propagation(lambda x: x)
+    with pytest.raises(ValueError, match='takes 1 inputs; got 2'): moment_propagation(nn.Linear(2, 2))(torch.ones(1, 2), torch.ones(1, 2))
+    assert 'Softplus' in SUPPORTED
+
+def test_elementwise_argument_admits_a_wrapped_function():
+    "A user's element-wise function, kept whole by torch.fx.wrap, is refused until passed in `elementwise=`."
+    net = nn.Sequential(nn.Dropout(0.5), nn.Linear(3, 3), _Swish(), nn.Linear(3, 2))
+    with pytest.raises(ValueError, match='swish_beta'): moment_propagation(net)
+    mean, var = moment_propagation(net, elementwise=(swish_beta,))(torch.rand(2, 3))
+    assert bool((var > 0).all())
+
+def swish_beta(x): return x * torch.sigmoid(1.5 * x)
+torch.fx.wrap('swish_beta')
+
+class _Swish(nn.Module):
+    def forward(self, x): return swish_beta(x)
+
+# ---------------------------------------------------------------- the zoo against Monte Carlo dropout
+@pytest.fixture(scope='module')
+def digits():
+    from fastdropout_nb.distill import digits_split
+    return digits_split(0)
+
+@pytest.mark.parametrize('name', list(zoo_models()))
+def test_zoo_propagation_beats_the_standard_pass(name, digits):
+    """Must show 3: each zoo net trained briefly; on 64 test digits, 2000 masks: RMS distance of the mean logits to MC
+    below half the standard pass's, and KL(MC ‖ propagated softmax) below 0.7 × KL(MC ‖ standard softmax)."""
+    from fastdropout_nb.distill import train_classifier
+    torch.manual_seed(0); net = zoo_models()[name]()
+    train_classifier(net, *digits['train'], epochs=30, lr=2e-3, seed=0, progress=False)
+    r = propagation_scores(net, digits['test'][0][:64], 2000, seed=0)
+    assert r['rms_prop'] < 0.5 * r['rms_standard'], r
+    assert r['kl_prop'] < 0.7 * r['kl_standard'], r
+
+def test_fast_dropout_fit_trains_the_net(digits):
+    "Fast-dropout training through the twin lowers the objective and gives a working classifier."
+    from fastdropout_nb.nn import fast_dropout_cross_entropy
+    torch.manual_seed(0); net = zoo_models()['mnist_example']()
+    (X, y), (Xte, yte) = digits['train'], digits['test']
+    loss = lambda: float(fast_dropout_cross_entropy(*moment_propagation(net)(X), y))
+    before = loss(); fast_dropout_fit(net, X, y, epochs=5, seed=0); after = loss()
+    assert after < 0.5 * before
+    with torch.no_grad(): assert float((moment_propagation(net, 'softmax')(Xte).argmax(1) != yte).float().mean()) < 0.2
+
+def test_final_softmax_over_another_axis_is_refused():
+    twin = moment_propagation(nn.Sequential(nn.Dropout(0.3), nn.Linear(3, 2), nn.Softmax(0)))
+    with pytest.raises(ValueError, match='only the last'): twin(torch.rand(4, 3))
