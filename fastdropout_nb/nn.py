@@ -156,8 +156,13 @@ def _check_sizes(sizes, activation):
     if activation not in _ACTIVATIONS: raise ValueError(f"activation must be one of {tuple(_ACTIVATIONS)}; got {activation!r}")
 
 class FastDropoutMLP(nn.Module):
-    "MLP `sizes[0]-...-sizes[-1]` for fast dropout (input drop rate `p_input`, hidden `p_hidden`); returns the logits' `(mean, var)`."
-    def __init__(self, sizes, p_input=0.2, p_hidden=0.5, activation='relu', var_scale=1.0, bias=True, device=None, dtype=None):
+    "MLP `sizes[0]-...-sizes[-1]` for fast dropout; returns the logits' `(mean, var)`."
+    def __init__(self, sizes,                  # layer widths, input to output
+                 p_input:float=0.2,            # drop rate of the inputs
+                 p_hidden:float=0.5,           # drop rate of every hidden layer's outputs
+                 activation:str='relu',        # 'relu', 'sigmoid' or 'tanh'
+                 var_scale:float=1.0,          # multiplies every layer's mask term ("+ Var")
+                 bias:bool=True, device=None, dtype=None):
         super().__init__()
         _check_sizes(sizes, activation)
         layers = []
@@ -172,7 +177,12 @@ class FastDropoutMLP(nn.Module):
         if mean.ndim > 2: mean, var = mean.flatten(1), (None if var is None else var.flatten(1))
         return self.layers(mean if var is None else (mean, var))
 
-def dropout_mlp(sizes, p_input=0.2, p_hidden=0.5, activation='relu', bias=True):
+# %% ../nbs/04_nn.ipynb #fede29dc
+def dropout_mlp(sizes,                  # layer widths, input to output
+                p_input:float=0.2,      # drop rate of the inputs
+                p_hidden:float=0.5,     # drop rate of every hidden layer's outputs
+                activation:str='relu',  # 'relu', 'sigmoid' or 'tanh'
+                bias:bool=True)->nn.Sequential:
     "The ordinary (Monte Carlo) dropout net of the same shape: `nn.Sequential` of Flatten, Dropout, Linear and activations."
     _check_sizes(sizes, activation); check_rate(float(p_input), 'p_input'); check_rate(float(p_hidden), 'p_hidden')
     layers = [nn.Flatten()]
@@ -587,16 +597,23 @@ def train_mlp(model:nn.Module,          # a `FastDropoutMLP`, a real dropout net
 PAPER_MNIST_ERRORS = {'plain': (182, 182), 'mc_dropout': (105, 120), 'fast_dropout': (134, 134), 'fast_dropout_var': (109, 110)}
 MNIST_SIZES = (784, 1200, 1200, 10)
 
-def mnist_tensors(data_dir=None, n_train=None, device='cpu', dtype=torch.float32):
-    "MNIST as tensors (X in [0, 1], shape (n, 784); y int64): the first `n_train` (default all 60 000) training and the 10 000 test images."
+def mnist_tensors(data_dir=None,                # where `load_mnist` finds MNIST
+                  n_train:int|None=None,        # the first `n_train` training images (None: all 60 000)
+                  device='cpu', dtype=torch.float32):
+    "MNIST as tensors `(X_train, y_train, X_test, y_test)`: X in [0, 1], shape (n, 784); y int64; the 10 000 test images."
     ds = load_mnist(data_dir)
     X = torch.tensor(ds.X.reshape(len(ds.X), -1), dtype=dtype) / 255; y = torch.tensor(ds.y, dtype=torch.int64)
     tr, te = (torch.as_tensor(i) for i in ds.split)
     tr = tr[:n_train] if n_train is not None else tr
     return tuple(t.to(device) for t in (X[tr], y[tr], X[te], y[te]))
 
-def make_mnist_model(kind, sizes=MNIST_SIZES, p_input=0.2, p_hidden=0.5, var_scale=1.5, seed=0):
-    "The net for one MNIST row: 'plain', 'mc_dropout' (nn.Sequential), 'fast_dropout', 'fast_dropout_var' (FastDropoutMLP)."
+def make_mnist_model(kind:str,                  # 'plain', 'mc_dropout' (a `dropout_mlp`), 'fast_dropout' or 'fast_dropout_var'
+                     sizes=MNIST_SIZES,
+                     p_input:float=0.2, p_hidden:float=0.5,
+                     var_scale:float=1.5,        # the extra variance of 'fast_dropout_var'
+                     seed:int=0,                 # seeds the initial weights
+                    )->nn.Module:
+    "The net for one MNIST row, freshly initialised."
     if kind not in PAPER_MNIST_ERRORS: raise ValueError(f"kind must be one of {tuple(PAPER_MNIST_ERRORS)}; got {kind!r}")
     torch.manual_seed(seed)
     if kind == 'plain': return dropout_mlp(sizes, 0.0, 0.0)
