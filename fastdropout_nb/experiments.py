@@ -299,15 +299,35 @@ _LR_N_FOLDS = {'breast-cancer': 5, 'digits': 3, 'IMDB': 1, 'AthR': 1}   # the ot
 
 def _lr_cell_name(name, method, k): return f'{name}__{re.sub(r"[^A-Za-z0-9]+", "_", method).strip("_")}__fold{k}'
 
+def _lr_text_code(D):
+    "The code that turns the text sets' files into NBSVM features (downloads and progress bars left out)."
+    return [D.split_records, D.TextDataset, D._read_pair, D._read_rt2k, D._read_imdb, D._read_athr, D.strip_newsgroup_header,
+            D.nbsvm_vectorizer, D.nbsvm_features]
+
+def _lr_fit_probe(settings):
+    """A short hash of what `FastDropoutLogisticRegression(**settings)` fits on a small fixed sparse binary problem
+    (coefficients to 8 significant digits): it changes with the objective or the solver, not with a refactoring."""
+    import hashlib, warnings
+    import scipy.sparse as sp
+    from fastdropout_nb.logistic import FastDropoutLogisticRegression
+    rng = np.random.default_rng(20130616)
+    X = sp.csr_matrix((rng.random((200, 40)) < 0.15).astype(np.float64))
+    y = (rng.random(200) < 1 / (1 + np.exp(-(X @ rng.normal(0, 2, 40) - 0.5)))).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        est = FastDropoutLogisticRegression(random_state=0, **settings).fit(X, y)
+    return hashlib.sha256(' '.join(f'{v:.8e}' for v in np.r_[est.coef_.ravel(), est.intercept_]).encode()).hexdigest()[:8]
+
 def lr_cells(store, quick=True, data_dir=None, seed=0, plan=None, progress=print, stored_only=False):
     """Compute (or reuse) every cell of the LR table; returns `{(dataset, method): [fold results]}` (missing data sets
     left out). With `stored_only`, nothing is computed: only the cells already in `store` (for the current code) are returned."""
     import hashlib
     from fastdropout_nb import logistic, bayes, data as D
     root = D.data_dir(data_dir)
-    code = source_fingerprint(logistic, bayes, D)
-    def key_of(method):   # the code, the row's settings (and candidates) and the seed
-        return f"{code}-{hashlib.sha256(repr((LR_METHODS[method], LR_TUNED.get(method))).encode()).hexdigest()[:8]}-seed{seed}"
+    code, fits = source_fingerprint(*_lr_text_code(D)), {}
+    def key_of(method):   # the text features' code, what the row's estimator fits, the row's settings (and candidates), the seed
+        if method not in fits: fits[method] = _lr_fit_probe(LR_METHODS[method])
+        return f"{code}-{fits[method]}-{hashlib.sha256(repr((LR_METHODS[method], LR_TUNED.get(method))).encode()).hexdigest()[:8]}-seed{seed}"
     table, out = f'lr-{"quick" if quick else "full"}', {}
     if stored_only:
         for name, n_folds, methods in (plan if plan is not None else lr_plan(quick)):
