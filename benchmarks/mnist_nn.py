@@ -4,11 +4,12 @@ Runs `fastdropout_nb.nn.mnist_experiment` for each kind and writes one JSON file
 (test errors of 10 000; for the MC-dropout net also standard, MC-100 and moment-propagation
 inference), the settings, the device and the paper's numbers. Checkpoints let a long run resume.
 
-Full run (for a GPU; the paper's table): python benchmarks/mnist_nn.py --epochs 300 --out reports/mnist_nn.json
-Reduced CPU run (committed; about 35 min on one thread): python benchmarks/mnist_nn.py --epochs 20 --threads 1 --out reports/mnist_nn_20epochs.json
-Real dropout trained long (committed: reports/mnist_mc_dropout_111epochs.json): python benchmarks/mnist_nn.py --epochs 300 --kinds mc_dropout
---threads 1 --checkpoint-dir results/mnist --out results/mnist_mc_dropout_300.json, stopped after epoch 111 for time, then scored from its
-checkpoint by the same command with --epochs 111 --out reports/mnist_mc_dropout_111epochs.json (no training: the checkpoint has 111 epochs).
+The committed reports (shown in nbs/11_mnist.ipynb):
+  python benchmarks/mnist_nn.py --epochs 20 --threads 1 --out reports/mnist_nn_20epochs.json
+  python benchmarks/mnist_nn.py --epochs 111 --kinds mc_dropout --threads 1 --out reports/mnist_mc_dropout_111epochs.json
+  python benchmarks/mnist_nn.py --epochs 64 --kinds fast_dropout --threads 1 --out reports/mnist_fast_dropout_64epochs.json
+The paper's length: --epochs 300 (uses a GPU when one is present). Training is seeded per epoch and checkpoints resume
+exactly (--checkpoint-dir), so a run scored after N epochs equals the first N epochs of a longer one.
 Choosing settings without the test set: add --validation (train on 50 000, score the last 10 000 training images),
 and vary --lr, --max-norm, --var-scale. Checkpoint names carry the settings, so runs with different settings
 never share a checkpoint.
