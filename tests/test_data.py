@@ -1,16 +1,17 @@
 """Heavier checks of `fastdropout_nb.data` (chapter 06): every loader against the shared data,
-downloads from a local HTTP server (mirror and mock canonical archives), corrupted and truncated
-files, and Hypothesis fuzzing of the name and path arguments.
+downloads through pooch from a local HTTP server (a good file, a corrupted file, a transfer cut
+short and retried, mock canonical archives), and Hypothesis fuzzing of the name and path arguments.
 
 The shared data folder is looked for beside the repository (`../shared/data`, as in CI); tests
 that need it are skipped when it is absent. The only network address used is 127.0.0.1.
 Set FASTDROPOUT_NB_SLOW=1 to also run the slow tests (IMDB canonical repack, IMDB features).
 """
-import contextlib, dataclasses, functools, gzip, hashlib, http.server, io, json, os, shutil, socket
-import tarfile, threading, time, warnings, zipfile
+import contextlib, dataclasses, functools, gzip, hashlib, http.server, io, os, shutil, socket
+import tarfile, threading, zipfile
 from pathlib import Path
 
 import numpy as np
+import pooch
 import pytest
 import scipy.sparse as sp
 from hypothesis import given, strategies as st
@@ -28,9 +29,17 @@ slow = pytest.mark.skipif(os.environ.get('FASTDROPOUT_NB_SLOW') != '1', reason='
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     requests = []
+    cut_short = {}                                   # path -> how many more responses to stop halfway
     def log_message(self, *a): pass
     def do_GET(self):
         type(self).requests.append(self.path)
+        if self.cut_short.get(self.path, 0) > 0:     # promise every byte, send half, hang up
+            self.cut_short[self.path] -= 1
+            data = Path(self.translate_path(self.path)).read_bytes()
+            self.send_response(200); self.send_header('Content-Length', str(len(data))); self.end_headers()
+            self.wfile.write(data[:len(data) // 2]); self.wfile.flush()
+            self.close_connection = True
+            return
         return super().do_GET()
 
 @contextlib.contextmanager
@@ -48,37 +57,28 @@ def free_port():
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 def leftovers(root):
-    "Temporary files or staging folders left in a data directory."
-    return [p for p in Path(root).rglob('*') if p.name.startswith(('.part-', '.staging-'))]
+    "Staging folders, downloads or temporary files left in a data directory."
+    return [p for p in Path(root).rglob('*') if p.name.startswith(('.staging-', '.downloads', 'tmp'))]
 
 @pytest.fixture(scope='module')
 def www(tmp_path_factory):
-    "A web root with `good/` (the shared data, as a mirror) and `bad/` (tampered copies)."
+    "A web root with `good/` (the shared data, as a mirror) and `bad/` (a tampered copy of MPQA)."
     if not HAVE_SHARED: pytest.skip('needs the shared data')
     root = tmp_path_factory.mktemp('www')
     (root / 'good').symlink_to(SHARED, target_is_directory=True)
     bad = root / 'bad'
-    for rel in ['mpqa/mpqa.pos', 'mpqa/mpqa.neg', 'rt-polarity/rt-polarity.pos', 'rt-polarity/rt-polarity.neg']:
+    for rel in ['mpqa/mpqa.pos', 'mpqa/mpqa.neg']:
         (bad / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(SHARED / rel, bad / rel)
     b = bytearray((bad / 'mpqa/mpqa.pos').read_bytes()); b[100] ^= 1                  # one flipped bit
     (bad / 'mpqa/mpqa.pos').write_bytes(bytes(b))
-    (bad / 'rt-polarity/rt-polarity.neg').write_bytes((SHARED / 'rt-polarity/rt-polarity.neg').read_bytes()[:-1000])  # truncated
-    # AthR: a genuine SHA256SUMS but one altered message; and a second mirror whose SHA256SUMS lies
-    shutil.copytree(SHARED / 'athr', bad / 'athr', ignore=shutil.ignore_patterns('*.mat'))
-    victim = sorted((bad / 'athr/20news-bydate-test/talk.religion.misc').iterdir())[0]
-    victim.write_bytes(victim.read_bytes() + b'\nP.S. tampered\n')
-    shutil.copyfile(SHARED / 'SHA256SUMS', bad / 'SHA256SUMS')
-    liar = root / 'liar'
-    liar.mkdir()
-    (liar / 'athr').symlink_to(bad / 'athr', target_is_directory=True)
-    lines = (SHARED / 'SHA256SUMS').read_text().split('\n')
-    lines = [l if not l.endswith(victim.relative_to(bad).as_posix()) else
-             hashlib.sha256(victim.read_bytes()).hexdigest() + '  ' + victim.relative_to(bad).as_posix() for l in lines]
-    (liar / 'SHA256SUMS').write_text('\n'.join(lines))
     with serve(root) as url:
-        yield {'good': url + '/good', 'bad': url + '/bad', 'liar': url + '/liar', 'root': root, 'url': url,
-               'victim': victim.relative_to(bad).as_posix()}
+        yield {'good': url + '/good', 'bad': url + '/bad', 'root': root, 'url': url}
+
+@pytest.fixture(autouse=True)
+def one_retry(monkeypatch):
+    "One retry (after pooch's pause of 1 s) instead of two."
+    monkeypatch.setattr(D, 'DOWNLOAD_RETRIES', 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,9 +90,7 @@ def test_data_dir_order(monkeypatch, tmp_path):
     assert D.data_dir(tmp_path / 'arg') == tmp_path / 'arg'
     assert D.data_dir() == tmp_path / 'env'
     monkeypatch.delenv('FASTDROPOUT_NB_DATA')
-    assert D.data_dir() == tmp_path / 'xdg' / 'fastdropout_nb' / 'data'
-    monkeypatch.setenv('XDG_CACHE_HOME', 'not/absolute')
-    assert D.data_dir() == Path.home() / '.cache' / 'fastdropout_nb' / 'data'
+    assert D.data_dir() == Path(pooch.os_cache('fastdropout_nb')) / 'data' == tmp_path / 'xdg' / 'fastdropout_nb' / 'data'
     with pytest.raises(TypeError): D.data_dir(3)
 
 @given(st.text(min_size=1).filter(lambda s: '\x00' not in s))
@@ -125,11 +123,10 @@ def test_text_names_are_table_1():
 def test_registry_hashes_are_the_shared_sha256sums():
     sums = {l.split('  ', 1)[1]: l.split('  ', 1)[0] for l in (SHARED / 'SHA256SUMS').read_text().split('\n') if l}
     for spec in D.REGISTRY.values():
-        for rel, h in spec.files: assert sums[rel] == h, rel
-        if spec.manifest:
-            dirs, digest = spec.manifest
-            lines = sorted(f'{h}  {p}' for p, h in sums.items() if p.rsplit('/', 1)[0] in dirs)
-            assert D._manifest_digest(sorted(lines, key=lambda l: l.split('  ')[1])) == digest
+        for rel, h, *_ in spec.files:
+            if rel not in D._MANIFESTS: assert sums[rel] == h, rel; continue
+            lines = sorted((f'{h}  {p}' for p, h in sums.items() if p.rsplit('/', 1)[0] in D._MANIFESTS[rel]), key=lambda l: l.split('  ')[1])
+            assert hashlib.sha256(''.join(l + '\n' for l in lines).encode()).hexdigest() == h
 
 @needs_shared
 def test_every_shared_file_verifies():
@@ -281,8 +278,6 @@ def test_parsers():
     idx = b'\x00\x00\x08\x03' + (2).to_bytes(4, 'big') + (1).to_bytes(4, 'big') + (3).to_bytes(4, 'big') + bytes(range(6))
     assert D.read_idx(idx).tolist() == [[[0, 1, 2]], [[3, 4, 5]]]
     with pytest.raises(ValueError, match='header says'): D.read_idx(idx[:-1])
-    attrs, rows = D.parse_arff("% c\n@RELATION r\n@ATTRIBUTE 'a b' {x, 'y'}\n@attribute n numeric\n@DATA\nx,1\n'y', ?\n")
-    assert attrs == [('a b', ['x', 'y']), ('n', 'numeric')] and rows == [['x', '1'], ['y', '?']]
 
 def test_textdataset_validation():
     with pytest.raises(ValueError, match='labels must be 0 or 1'): D.TextDataset('t', ['a'], [2])
@@ -295,23 +290,62 @@ def test_textdataset_validation():
 
 
 # ---------------------------------------------------------------------------------------------
-# fetch: mirror downloads, corruption, offline
+# fetch: downloads through pooch from 127.0.0.1, corruption, offline
 
-def test_download_and_read_bars(www, tmp_path, monkeypatch, capsys):
-    "Downloads draw a bar over their bytes (one file) or over their files (several); reading a tarball, over its bytes."
+@needs_shared
+def test_a_complete_data_directory_never_touches_the_network(monkeypatch):
+    def no_network(*a, **k): raise AssertionError('the network was used')
+    monkeypatch.setattr(pooch, 'create', no_network)
+    monkeypatch.setattr(socket.socket, 'connect', no_network)
+    for name in D.REGISTRY: assert D.fetch(name, SHARED) == SHARED / D.REGISTRY[name].folder       # download=True
+    assert len(D.load_cr(SHARED)) == 3775 and len(D.load_uci('soybean', SHARED)) == 683 and len(D.load_athr(SHARED)) == 1427
+
+def test_download_bar(www, tmp_path, monkeypatch, capsys):
+    "A download draws a tqdm bar over its bytes when bars are on, and nothing otherwise."
     monkeypatch.setenv('FASTDROPOUT_PROGRESS', '1')
-    D.fetch('USPS', tmp_path, base_url=www['good'])
+    D.fetch('USPS', tmp_path / 'a', base_url=www['good'])
     err = capsys.readouterr().err
-    assert '\r' in err and 'download USPS.mat' in err and '100%' in err and ' MB' in err, err[-500:]
-    D.fetch('CR', tmp_path, base_url=www['good'])
-    err = capsys.readouterr().err
-    assert 'download CR' in err and '2/2' in err, err[-500:]
-    D.load_rt2k(SHARED, download=False)
-    err = capsys.readouterr().err
-    assert 'read RT-2k' in err and '100%' in err and ' MB' in err, err[-500:]
+    assert 'download USPS.mat' in err and '100%' in err and 'M/1.50M' in err, err[-500:]
     monkeypatch.setenv('FASTDROPOUT_PROGRESS', '0')
-    D.fetch('MPQA', tmp_path, base_url=www['good']); D.load_rt2k(SHARED, download=False)
+    D.fetch('USPS', tmp_path / 'b', base_url=www['good'])
     assert capsys.readouterr().err == ''
+
+@pytest.mark.parametrize('name', ['MPQA', 'RTs', 'subj', 'CR', 'AthR-mat', 'hepatitis', 'liver', 'housing', 'CPU', 'soybean', 'USPS', 'cardio'])
+def test_good_files_are_installed(www, tmp_path, name):
+    folder = D.fetch(name, tmp_path, base_url=www['good'])
+    assert folder == tmp_path / D.REGISTRY[name].folder and D.verify(name, tmp_path) == []
+    assert leftovers(tmp_path) == []
+    n = len(_Handler.requests)
+    D.fetch(name, tmp_path, base_url=www['good'])                 # present and verified: no download
+    assert len(_Handler.requests) == n
+    D._READERS[name](tmp_path)
+
+def test_only_the_missing_file_is_downloaded(www, tmp_path):
+    D.fetch('RTs', tmp_path, base_url=www['good'])
+    (tmp_path / 'rt-polarity/rt-polarity.neg').unlink()
+    n = len(_Handler.requests)
+    D.fetch('RTs', tmp_path, base_url=www['good'])
+    assert _Handler.requests[n:] == ['/good/rt-polarity/rt-polarity.neg']
+
+def test_a_bad_hash_is_a_clear_error_and_leaves_nothing(www, tmp_path):
+    with pytest.raises(ValueError) as e: D.fetch('MPQA', tmp_path, base_url=www['bad'])
+    want = D.REGISTRY['MPQA'].files[0][1]
+    got = hashlib.sha256((www['root'] / 'bad/mpqa/mpqa.pos').read_bytes()).hexdigest()
+    assert 'MPQA: checksum mismatch for mpqa/mpqa.pos' in str(e.value) and want in str(e.value) and got in str(e.value)
+    assert list(tmp_path.iterdir()) == []                         # no data file, no temporary, no staging folder
+
+def test_an_interrupted_transfer_is_retried(www, tmp_path):
+    path = '/good/cr/custrev.pos'
+    _Handler.cut_short[path] = 1                                  # the first response stops halfway
+    n = len(_Handler.requests)
+    D.fetch('CR', tmp_path, base_url=www['good'])
+    assert _Handler.requests[n:].count(path) == 2 and D.verify('CR', tmp_path) == [] and leftovers(tmp_path) == []
+
+def test_a_transfer_that_always_breaks_fails_cleanly(www, tmp_path):
+    _Handler.cut_short['/good/cr/custrev.pos'] = 2                # both attempts (one retry) stop halfway
+    with pytest.raises(ConnectionError, match=r'missing .*custrev\.pos.*Downloading failed'):
+        D.fetch('CR', tmp_path, base_url=www['good'])
+    assert list(tmp_path.iterdir()) == []
 
 def test_offline_messages(tmp_path):
     with pytest.raises(FileNotFoundError) as e: D.fetch('CR', tmp_path, download=False)
@@ -319,62 +353,9 @@ def test_offline_messages(tmp_path):
     assert str(tmp_path / 'cr' / 'custrev.pos') in msg and 'datasmall_NB_ACL12.zip' in msg and 'FASTDROPOUT_NB_DATA' in msg
     with pytest.raises(ConnectionError) as e: D.fetch('CR', tmp_path, base_url=f'http://127.0.0.1:{free_port()}')
     assert str(tmp_path / 'cr' / 'custrev.pos') in str(e.value) and 'refused' in str(e.value)
-    assert leftovers(tmp_path) == [] and not (tmp_path / 'cr').exists()
-    with pytest.raises(FileNotFoundError, match=r'4 folders|athr/20news-bydate-test/alt\.atheism'):
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(FileNotFoundError, match=r'athr/20news-bydate-test/alt\.atheism'):
         D.fetch('AthR', tmp_path, download=False)
-
-@pytest.mark.parametrize('name', ['MPQA', 'RTs', 'subj', 'CR', 'AthR-mat', 'hepatitis', 'liver', 'housing', 'CPU', 'soybean', 'USPS', 'cardio'])
-def test_mirror_download(www, tmp_path, name):
-    folder = D.fetch(name, tmp_path, base_url=www['good'])
-    assert folder == tmp_path / D.REGISTRY[name].folder and D.verify(name, tmp_path) == []
-    assert leftovers(tmp_path) == [] and not (tmp_path / '.provenance').exists()
-    n = len(_Handler.requests)
-    D.fetch(name, tmp_path, base_url=www['good'])                 # present and verified: no download
-    assert len(_Handler.requests) == n
-    D._READERS[name](tmp_path)
-
-def test_mirror_download_only_the_missing_file(www, tmp_path):
-    D.fetch('RTs', tmp_path, base_url=www['good'])
-    (tmp_path / 'rt-polarity/rt-polarity.neg').unlink()
-    n = len(_Handler.requests)
-    D.fetch('RTs', tmp_path, base_url=www['good'])
-    assert _Handler.requests[n:] == ['/good/rt-polarity/rt-polarity.neg']
-
-def test_mirror_athr_manifest(www, tmp_path):
-    t0 = time.perf_counter()
-    D.fetch('AthR', tmp_path, base_url=www['good'])
-    assert time.perf_counter() - t0 < 30
-    assert D.verify('AthR', tmp_path) == [] and len(list((tmp_path / 'athr').rglob('*'))) == 1427 + 6
-    assert (tmp_path / '.provenance' / 'AthR.sha256').is_file() and leftovers(tmp_path) == []
-    assert len(D.load_athr(tmp_path, download=False)) == 1427
-    # a corrupted message is then named, thanks to the saved (digest-checked) manifest
-    victim = tmp_path / www['victim']
-    victim.write_bytes(victim.read_bytes().replace(b'e', b'E', 1))
-    with pytest.raises(ValueError, match=rf"{victim.name}: expected sha256 [0-9a-f]{{64}}, got [0-9a-f]{{64}}"):
-        D.fetch('AthR', tmp_path, base_url=www['good'])
-
-def test_corrupt_mirror_file_is_rejected(www, tmp_path):
-    with pytest.raises(ValueError) as e: D.fetch('MPQA', tmp_path, base_url=www['bad'])
-    want = dict(D.REGISTRY['MPQA'].files)['mpqa/mpqa.pos']
-    got = hashlib.sha256((www['root'] / 'bad/mpqa/mpqa.pos').read_bytes()).hexdigest()
-    assert 'mpqa/mpqa.pos' in str(e.value) and want in str(e.value) and got in str(e.value)
-    assert not (tmp_path / 'mpqa').exists() and leftovers(tmp_path) == []
-
-def test_truncated_mirror_file_is_rejected(www, tmp_path):
-    with pytest.raises(ValueError, match=r'rt-polarity\.neg.*expected sha256 4ace77d5'):
-        D.fetch('RTs', tmp_path, base_url=www['bad'])
-    assert not (tmp_path / 'rt-polarity').exists() and leftovers(tmp_path) == []
-
-def test_athr_mirror_tampering(www, tmp_path):
-    with pytest.raises(ValueError, match=rf"{www['victim']}: expected sha256"):       # honest list, altered file
-        D.fetch('AthR', tmp_path, base_url=www['bad'])
-    with pytest.raises(ValueError, match='SHA256SUMS .* does not match the registry'):  # list altered to match
-        D.fetch('AthR', tmp_path, base_url=www['liar'])
-    assert not (tmp_path / 'athr').exists() and leftovers(tmp_path) == []
-
-def test_missing_on_mirror(www, tmp_path):
-    with pytest.raises(ConnectionError, match=r'404'):
-        D.fetch('IMDB', tmp_path, base_url=www['bad'])
 
 def test_local_corruption_is_never_overwritten(www, tmp_path):
     D.fetch('CR', tmp_path, base_url=www['good'])
@@ -385,133 +366,88 @@ def test_local_corruption_is_never_overwritten(www, tmp_path):
     with pytest.raises(ValueError, match='checksum mismatch'): D.load_cr(tmp_path)
     assert p.stat().st_size == (SHARED / 'cr/custrev.neg').stat().st_size - 1
 
+def test_a_folder_set_is_not_fetched_from_a_mirror(www, tmp_path):
+    with pytest.raises(ValueError, match='folder set'): D.fetch('AthR', tmp_path, base_url=www['good'])
+    assert list(tmp_path.iterdir()) == []
+
 @needs_shared
-def test_local_athr_corruption_named_via_root_sha256sums(tmp_path):
+def test_local_athr_corruption_is_refused(tmp_path):
     shutil.copytree(SHARED / 'athr', tmp_path / 'athr', ignore=shutil.ignore_patterns('*.mat'))
     assert D.verify('AthR', tmp_path) == []
     victim = sorted((tmp_path / 'athr/20news-bydate-train/alt.atheism').iterdir())[3]
     victim.write_bytes(b'')
-    with pytest.raises(ValueError, match='files per folder'): D.verify('AthR', tmp_path)   # no per-file list
-    shutil.copyfile(SHARED / 'SHA256SUMS', tmp_path / 'SHA256SUMS')
-    with pytest.raises(ValueError, match=rf'{victim}: expected sha256'): D.verify('AthR', tmp_path)
-    victim.unlink()
-    with pytest.raises(ValueError, match=rf'{victim}: missing'): D.verify('AthR', tmp_path)
+    with pytest.raises(ValueError, match=r'checksum mismatch for .*athr/20news-bydate: expected sha256 d37ad097'):
+        D.verify('AthR', tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
-# the canonical-archive path, against mock archives served on 127.0.0.1
+# files built from downloads (MNIST's canonical gzip files, a zip member, AthR's and IMDB's archives),
+# against mock archives served on 127.0.0.1
 
 def _tar(path, members, mode='w:gz'):
     with tarfile.open(path, mode) as tf:
         for name, data in members.items():
             ti = tarfile.TarInfo(name); ti.size = len(data); tf.addfile(ti, io.BytesIO(data))
 
-def _with_sources(monkeypatch, name, *sources):
-    monkeypatch.setitem(D.REGISTRY, name, dataclasses.replace(D.REGISTRY[name], sources=sources))
-
-RT_MEMBERS = (('rt-polarity/rt-polarity.pos', 'rt-polaritydata/rt-polarity.pos'),
-              ('rt-polarity/rt-polarity.neg', 'rt-polaritydata/rt-polarity.neg'))
+def _with_files(monkeypatch, name, *entries):
+    monkeypatch.setitem(D.REGISTRY, name, dataclasses.replace(D.REGISTRY[name], files=entries))
 
 @needs_shared
-def test_canonical_tar_exact(tmp_path, monkeypatch):
-    web = tmp_path / 'web'; web.mkdir()
-    pos, neg = ((SHARED / f'rt-polarity/rt-polarity.{k}').read_bytes() for k in ('pos', 'neg'))
-    _tar(web / 'rt-polaritydata.tar.gz', {'rt-polaritydata/rt-polarity.neg': neg, 'rt-polaritydata/rt-polarity.pos': pos,
-                                          'rt-polaritydata.README.1.0.txt': b'readme'})
-    arch_hash = hashlib.sha256((web / 'rt-polaritydata.tar.gz').read_bytes()).hexdigest()
-    with serve(web) as url:
-        _with_sources(monkeypatch, 'RTs', D.Source(url + '/rt-polaritydata.tar.gz', 'tar', RT_MEMBERS, sha256=arch_hash, exact=False))
-        with warnings.catch_warnings():
-            warnings.simplefilter('error')                         # exact bytes: no warning
-            D.fetch('RTs', tmp_path / 'data')
-    assert D.verify('RTs', tmp_path / 'data') == [] and not (tmp_path / 'data/.provenance').exists()
-    assert leftovers(tmp_path / 'data') == [] and not (tmp_path / 'data/rt-polaritydata.README.1.0.txt').exists()
-
-@needs_shared
-def test_canonical_variant_checked_by_counts(tmp_path, monkeypatch):
-    web = tmp_path / 'web'; web.mkdir()
-    pos, neg = ((SHARED / f'rt-polarity/rt-polarity.{k}').read_bytes() for k in ('pos', 'neg'))
-    _tar(web / 'variant.tar.gz', {'rt-polaritydata/rt-polarity.pos': pos.replace(b'\x85', b'...'),  # cp1252 -> ASCII
-                                  'rt-polaritydata/rt-polarity.neg': neg})
-    _tar(web / 'short.tar.gz', {'rt-polaritydata/rt-polarity.pos': pos.split(b'\n', 1)[1],          # a record lost
-                                'rt-polaritydata/rt-polarity.neg': neg})
-    _tar(web / 'nomember.tar.gz', {'rt-polaritydata/rt-polarity.pos': pos})
-    with serve(web) as url:
-        data = tmp_path / 'data'
-        for bad, msg in [('short', r'pos: expected 5331, found 5330'), ('nomember', r"no member 'rt-polaritydata/rt-polarity\.neg'")]:
-            _with_sources(monkeypatch, 'RTs', D.Source(f'{url}/{bad}.tar.gz', 'tar', RT_MEMBERS, exact=False))
-            with pytest.raises(ValueError, match=msg): D.fetch('RTs', data)
-            assert not (data / 'rt-polarity').exists() and leftovers(data) == []
-        _with_sources(monkeypatch, 'RTs', D.Source(url + '/variant.tar.gz', 'tar', RT_MEMBERS, sha256='0' * 64, exact=False))
-        with pytest.raises(ValueError, match=r'variant\.tar\.gz: expected sha256 0{64}, got'): D.fetch('RTs', data)
-        _with_sources(monkeypatch, 'RTs', D.Source(url + '/variant.tar.gz', 'tar', RT_MEMBERS, exact=False))
-        with pytest.warns(UserWarning, match='not byte-identical.*record-count check'):
-            D.fetch('RTs', data)
-    prov = json.loads((data / '.provenance/RTs.json').read_text())
-    assert list(prov['files']) == ['rt-polarity/rt-polarity.pos'] and prov['source'].endswith('variant.tar.gz')
-    assert D.verify('RTs', data) == [] and len(D.load_rts(data, download=False)) == 10662
-    p = data / 'rt-polarity/rt-polarity.pos'
-    p.write_bytes(p.read_bytes() + b'x')                        # corruption after download is still caught
-    with pytest.raises(ValueError, match=prov['files']['rt-polarity/rt-polarity.pos']): D.verify('RTs', data)
-    p.unlink()                                                   # an exact copy later replaces the record
-    with serve(SHARED) as url: D.fetch('RTs', data, base_url=url)
-    assert D.verify('RTs', data) == [] and not (data / '.provenance/RTs.json').exists()
-
-@needs_shared
-def test_canonical_mnist_recompressed(tmp_path, monkeypatch):
-    "MNIST from a canonical server whose gzip wrapper differs: the loader's md5 of the idx content decides."
+def test_mnist_canonical_gzip_is_checked_by_its_md5(tmp_path, monkeypatch):
+    "A recompressed gzip wrapper (as on the canonical server): pooch checks its md5, verify accepts it, the loader reads it."
     data, web = tmp_path / 'data', tmp_path / 'web'
     web.mkdir()
-    names = [Path(rel).name for rel, _ in D.REGISTRY['MNIST'].files]
-    for n in names[:3]:                                          # three files already here (verified)
-        (data / 'mnist').mkdir(parents=True, exist_ok=True); shutil.copyfile(SHARED / 'mnist' / n, data / 'mnist' / n)
-    raw = gzip.decompress((SHARED / 'mnist' / names[3]).read_bytes())
-    (web / names[3]).write_bytes(gzip.compress(raw, compresslevel=1, mtime=12345))
-    (web / 'bad.gz').write_bytes(gzip.compress(raw[:-1] + b'\x09', mtime=0))    # one label changed
-    src = D.REGISTRY['MNIST'].sources[0]
+    entries = D.REGISTRY['MNIST'].files
+    for rel, *_ in entries[:3]:                                   # three files already here (verified)
+        (data / rel).parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(SHARED / rel, data / rel)
+    rel, want = entries[3][:2]
+    (web / 'labels.gz').write_bytes(gzip.compress(gzip.decompress((SHARED / rel).read_bytes()), compresslevel=1, mtime=12345))
+    md5 = 'md5:' + hashlib.md5((web / 'labels.gz').read_bytes()).hexdigest()
     with serve(web) as url:
-        _with_sources(monkeypatch, 'MNIST', dataclasses.replace(src, url=url, members=(
-            (f'mnist/{names[3]}', 'bad.gz'),)))
-        with pytest.raises(ValueError, match='uncompressed md5'): D.fetch('MNIST', data)
-        _with_sources(monkeypatch, 'MNIST', dataclasses.replace(src, url=url))
-        with pytest.warns(UserWarning, match='not byte-identical'): D.fetch('MNIST', data)
-    assert D.verify('MNIST', data) == [] and list(json.loads((data / '.provenance/MNIST.json').read_text())['files']) == \
-        [f'mnist/{names[3]}']
-    assert len(D.load_mnist(data, download=False)) == 70000
+        _with_files(monkeypatch, 'MNIST', *entries[:3], (rel, want, url + '/labels.gz', 'md5:' + '0' * 32))
+        with pytest.raises(ValueError, match=r'MD5 hash of downloaded file .* does not match'): D.fetch('MNIST', data)
+        assert leftovers(data) == [] and not (data / rel).exists()
+        _with_files(monkeypatch, 'MNIST', *entries[:3], (rel, want, url + '/labels.gz', md5))
+        D.fetch('MNIST', data)
+    assert pooch.file_hash(data / rel) != want and D.verify('MNIST', data) == [] and len(D.load_mnist(data)) == 70000
 
 @needs_shared
-def test_canonical_zip_and_fallback(tmp_path, monkeypatch):
+def test_zip_member(tmp_path, monkeypatch):
     web = tmp_path / 'web'; web.mkdir()
-    with zipfile.ZipFile(web / 'datasmall_NB_ACL12.zip', 'w') as z:
-        for k in ('pos', 'neg'): z.writestr(f'data/customerr/custrev.{k}', (SHARED / f'cr/custrev.{k}').read_bytes())
-    members = (('cr/custrev.pos', 'data/customerr/custrev.pos'), ('cr/custrev.neg', 'data/customerr/custrev.neg'))
+    rel, want, *_ = D.REGISTRY['soybean'].files[0]
+    with zipfile.ZipFile(web / 'weka.zip', 'w') as z: z.writestr('data/soybean.arff', (SHARED / rel).read_bytes())
+    with zipfile.ZipFile(web / 'other.zip', 'w') as z: z.writestr('data/iris.arff', b'@relation iris\n')
     with serve(web) as url:
-        _with_sources(monkeypatch, 'CR', D.Source(f'http://127.0.0.1:{free_port()}/gone.zip', 'zip', members, exact=False),
-                      D.Source(url + '/datasmall_NB_ACL12.zip', 'zip', members, exact=False))   # first source down
-        D.fetch('CR', tmp_path / 'data')
-    assert D.verify('CR', tmp_path / 'data') == [] and not (tmp_path / 'data/.provenance').exists()
+        _with_files(monkeypatch, 'soybean', (rel, want, url + '/other.zip', None, 'data/soybean.arff'))
+        with pytest.raises(ValueError, match="soybean: .*other.zip.*data/soybean.arff"): D.fetch('soybean', tmp_path / 'data')
+        assert list((tmp_path / 'data').iterdir()) == []
+        _with_files(monkeypatch, 'soybean', (rel, want, url + '/weka.zip', None, 'data/soybean.arff'))
+        D.fetch('soybean', tmp_path / 'data')
+    assert D.verify('soybean', tmp_path / 'data') == [] and leftovers(tmp_path / 'data') == []
 
 @needs_shared
-def test_canonical_athr_tarball(tmp_path, monkeypatch):
+def test_athr_from_its_archive(tmp_path, monkeypatch):
     web = tmp_path / 'web'; web.mkdir()
     members = {}
-    for d in D.REGISTRY['AthR'].manifest[0]:
+    for d in D._MANIFESTS['athr/20news-bydate']:
         for p in sorted((SHARED / d).iterdir()): members[d.split('/', 1)[1] + '/' + p.name] = p.read_bytes()
     members['20news-bydate-train/sci.space/1'] = b'another group, ignored'
     _tar(web / '20news-bydate.tar.gz', members)
+    members['20news-bydate-train/alt.atheism/49960'] += b'\nP.S. altered\n'
+    _tar(web / 'altered.tar.gz', members)
+    _tar(web / 'evil.tar.gz', {'20news-bydate-train/alt.atheism/../../../../evil': b'x'})
+    rel, want, *_ = D.REGISTRY['AthR'].files[0]
     with serve(web) as url:
-        _with_sources(monkeypatch, 'AthR', dataclasses.replace(D.REGISTRY['AthR'].sources[0], url=url + '/20news-bydate.tar.gz'))
+        for bad, msg in [('altered', 'checksum mismatch for athr/20news-bydate built from'), ('evil', 'unsafe path')]:
+            h = 'sha256:' + pooch.file_hash(web / f'{bad}.tar.gz')
+            _with_files(monkeypatch, 'AthR', (rel, want, f'{url}/{bad}.tar.gz', h, 'athr'))
+            with pytest.raises(ValueError, match=msg): D.fetch('AthR', tmp_path / 'data')
+            assert list((tmp_path / 'data').iterdir()) == [] and not list(tmp_path.rglob('evil'))
+        h = 'sha256:' + pooch.file_hash(web / '20news-bydate.tar.gz')
+        _with_files(monkeypatch, 'AthR', (rel, want, url + '/20news-bydate.tar.gz', h, 'athr'))
         D.fetch('AthR', tmp_path / 'data')
     assert D.verify('AthR', tmp_path / 'data') == [] and not (tmp_path / 'data/athr/20news-bydate-train/sci.space').exists()
-    assert not (tmp_path / 'data/.provenance').exists()
-
-def test_archive_cannot_write_outside(tmp_path, monkeypatch):
-    web = tmp_path / 'web'; web.mkdir()
-    _tar(web / 'evil.tar.gz', {'20news-bydate-train/alt.atheism/../../../../evil': b'x'})
-    with serve(web) as url:
-        _with_sources(monkeypatch, 'AthR', dataclasses.replace(D.REGISTRY['AthR'].sources[0], url=url + '/evil.tar.gz'))
-        with pytest.raises(ValueError, match='unsafe path'): D.fetch('AthR', tmp_path / 'data')
-    assert not list(tmp_path.rglob('evil')) and leftovers(tmp_path / 'data') == []
+    assert leftovers(tmp_path / 'data') == [] and len(D.load_athr(tmp_path / 'data')) == 1427
 
 @slow
 @needs_shared
@@ -528,13 +464,10 @@ def test_canonical_imdb_repack_is_exact(tmp_path, monkeypatch):
         for name in sorted(src, reverse=True):
             ti = tarfile.TarInfo(name); ti.size = len(src[name]); ti.mtime = 1e9; ti.uname = 'someone'
             tf.addfile(ti, io.BytesIO(src[name]))
-    arch_hash = hashlib.sha256((web / 'aclImdb_v1.tar.gz').read_bytes()).hexdigest()
+    rel, want, *_ = D.REGISTRY['IMDB'].files[0]
     with serve(web) as url:
-        _with_sources(monkeypatch, 'IMDB', dataclasses.replace(D.REGISTRY['IMDB'].sources[0], url=url + '/aclImdb_v1.tar.gz',
-                                                               sha256=arch_hash))
-        with warnings.catch_warnings():
-            warnings.simplefilter('error')
-            D.fetch('IMDB', tmp_path / 'data')
+        _with_files(monkeypatch, 'IMDB', (rel, want, url + '/aclImdb_v1.tar.gz', 'sha256:' + pooch.file_hash(web / 'aclImdb_v1.tar.gz'), 'imdb'))
+        D.fetch('IMDB', tmp_path / 'data')
     assert D.verify('IMDB', tmp_path / 'data') == [] and leftovers(tmp_path / 'data') == []
 
 
