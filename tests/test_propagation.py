@@ -339,3 +339,20 @@ def test_fast_dropout_fit_trains_the_net(digits):
 def test_final_softmax_over_another_axis_is_refused():
     twin = moment_propagation(nn.Sequential(nn.Dropout(0.3), nn.Linear(3, 2), nn.Softmax(0)))
     with pytest.raises(ValueError, match='only the last'): twin(torch.rand(4, 3))
+
+class NeverDrops(nn.Module):
+    def __init__(self): super().__init__(); self.fc = nn.Linear(3, 2)
+    def forward(self, x): return self.fc(F.dropout(F.dropout(x, 0.5, training=False), 0.2, training=self.training))
+
+class TrainOnlyDropout(nn.Module):
+    def __init__(self): super().__init__(); self.fc = nn.Linear(3, 2)
+    def forward(self, x):
+        if self.training: x = F.dropout(x, 0.5)
+        return self.fc(x)
+
+def test_training_false_written_in_never_drops_and_train_only_dropout_is_refused():
+    "F.dropout(x, p, training=False) never drops, so it is the identity; a dropout only under `if self.training:` is refused."
+    net, x = NeverDrops().double(), torch.rand(2, 3, dtype=D)
+    ref = moment_propagation(nn.Sequential(nn.Dropout(0.2), net.fc))(x)
+    for a, b in zip(moment_propagation(net)(x), ref): assert torch.allclose(a, b, rtol=1e-14)
+    with pytest.raises(ValueError, match='not under `if self.training:`'): moment_propagation(TrainOnlyDropout())
