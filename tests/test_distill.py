@@ -524,3 +524,26 @@ def test_a_dropout_switched_off_in_the_code_is_no_gate():
     assert [m.p for m in dropout_modules(switchable_dropout(net))] == [0.3]
     assert [m.p for m in dropout_modules(switchable_dropout(net, training=True))] == [0.3]
     assert len(enumerate_dropout(net, x)[1]) == 2 ** 3
+
+
+def test_mc_predict_on_the_propagation_zoo_equals_a_hand_written_average():
+    """Chapter 04b's six nets as people write them: mc_predict = the average with the custom modules (so F.dropout) and
+    dropout modules in train mode, PyTorch's other layers (batch norm) in eval mode, same seed; not the standard pass."""
+    try: from fastdropout_nb.propagation import zoo_models
+    except ImportError: pytest.skip('fastdropout_nb.propagation.zoo_models is not available')
+    x = torch.rand(6, 64, generator=torch.Generator().manual_seed(0))
+    for name, make in zoo_models().items():
+        torch.manual_seed(0)
+        net = make().eval()
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                with torch.no_grad(): m.running_mean.uniform_(-0.5, 0.5); m.running_var.uniform_(0.5, 2.0)
+        state = copy.deepcopy(net.state_dict())
+        mc, std = mc_predict(net, x, 30, seed=1), standard_predict(net, x)
+        for m in net.modules():
+            m.training = isinstance(m, nn.modules.dropout._DropoutNd) or not type(m).__module__.startswith('torch.nn')
+        with torch.no_grad(), seeded(1): by_hand = sum(net(x).softmax(1) for _ in range(30)) / 30
+        net.eval()
+        torch.testing.assert_close(mc, by_hand, rtol=0, atol=1e-6, msg=lambda m: f'{name}: {m}')
+        assert float((mc - std).abs().max()) > 1e-4, name
+        assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items()), name
