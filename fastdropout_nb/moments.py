@@ -88,9 +88,9 @@ class Domain:
 
 @dataclass(frozen=True)
 class Identity:
-    "For an approximation: E[`h`(Y)] == `link`(value) exactly (e.g. the probit form is exactly E[Phi(lambda Y)])."
+    "For an approximation: E[`h`(Y)] == `link`(value, mu, var) exactly (e.g. the probit form is exactly E[Phi(lambda Y)])."
     h: Callable        # NumPy integrand
-    link: Callable     # maps the function's value (NumPy) to E[h(Y)]
+    link: Callable     # (value, mu, var) -> E[h(Y)], NumPy; NaN where the identity does not apply
     text: str
     k: int = None      # holds only for a Gaussian vector of this length
 
@@ -120,9 +120,9 @@ class Entry:
 REGISTRY = {}
 
 def register(*entries):
-    "Add `entries` to `REGISTRY` (a name may be registered once)."
+    "Add `entries` to `REGISTRY` under their names (registering a name again, e.g. re-running a cell, replaces it)."
     for e in entries:
-        if e.name in REGISTRY: raise ValueError(f"name {e.name!r} is already registered")
+        if not isinstance(e, Entry): raise ValueError(f"entries must be Entry objects; got {type(e).__name__}")
         REGISTRY[e.name] = e
     return entries[0] if len(entries) == 1 else entries
 
@@ -138,7 +138,7 @@ _LAMBDA = np.sqrt(_PI_8)   # sigmoid(t) ≈ Phi(λ t)
 register(Entry(
     'sigmoid_mean', sigmoid_mean, _expit, Bound(const=0.018), '01_closed_forms',
     measured='sup 0.01775 (std ≈ 750, μ/std ≈ −1.7), quadrature',
-    identity=Identity(lambda y: _ndtr(_LAMBDA * y), lambda m: _ndtr(_LAMBDA * _logit(m)), 'E[Φ(λY)] = Φ(λμ/√(1+λ²v)), λ² = π/8'),
+    identity=Identity(lambda y: _ndtr(_LAMBDA * y), lambda m, mu, var: _ndtr(_LAMBDA * _logit(m)), 'E[Φ(λY)] = Φ(λμ/√(1+λ²v)), λ² = π/8'),
     mutants={'prefactor dropped': lambda mu, var: sigmoid_mean(mu, var / _PI_8)}))   # π/8 left out
 
 # %% ../nbs/01_closed_forms.ipynb #a63a329c
@@ -180,12 +180,23 @@ def _sigmoid_var_paper_no_a(mu, var):
     second = _expit(SIGMOID_SQ_A * (mu - SIGMOID_SQ_B) / np.sqrt(1 + _PI_8 * var))
     return np.clip(second - m * m, 0.0, m * (1 - m))
 
+def _paper_link(scale):
+    "value -> E[Phi(lambda a (scale Y - b))]: the paper form plus m**2 is exactly its probit form, where not clipped."
+    def link(value, mu, var):
+        mu, var = scale * np.asarray(mu, float), scale * scale * np.asarray(var, float)
+        m = _expit(mu / np.sqrt(1 + _PI_8 * var)); v = np.asarray(value, float) / scale ** 2
+        inside = (v > 0) & (v < m * (1 - m))
+        return np.where(inside, _ndtr(_LAMBDA * _logit(np.clip(v + m * m, 0, 1))), np.nan)
+    return link
+
 register(
     Entry('sigmoid_var', sigmoid_var, _expit, Bound(const=0.017), '01_closed_forms', moment='var',
           measured='sup 0.01605 (std → ∞, |μ|/std ≈ 1.8), quadrature',
           mutants={'prefactor dropped': lambda mu, var: _PI_8 * var / (np.sqrt(1 + _PI_8 * var) * (np.sqrt(1 + _PI_8 * var) + 1))}),
     Entry('sigmoid_var(paper)', lambda mu, var: sigmoid_var(mu, var, method='paper'), _expit, Bound(const=0.028),
           '01_closed_forms', moment='var', measured='sup 0.02706 (var = 0, μ = −1.03), quadrature',
+          identity=Identity(lambda y: _ndtr(_LAMBDA * SIGMOID_SQ_A * (y - SIGMOID_SQ_B)), _paper_link(1.0),
+                            'where not clipped: value + m² = E[Φ(λa(Y − b))] (probit form of σ(a(t − b)) ≈ σ(t)²)'),
           mutants={'prefactor dropped': _sigmoid_var_paper_no_a}))
 
 # %% ../nbs/01_closed_forms.ipynb #23702c1b
@@ -200,7 +211,7 @@ def tanh_moments(mu, var, method='derivative'):
 register(
     Entry('tanh_moments.mean', lambda mu, var: tanh_moments(mu, var)[0], np.tanh, Bound(const=0.036), '01_closed_forms',
           measured="sup 0.0355 (twice sigmoid_mean's at (2μ, 4v)), quadrature",
-          identity=Identity(lambda y: _ndtr(2 * _LAMBDA * y), lambda m: _ndtr(_LAMBDA * _logit((1 + m) / 2)),
+          identity=Identity(lambda y: _ndtr(2 * _LAMBDA * y), lambda m, mu, var: _ndtr(_LAMBDA * _logit((1 + m) / 2)),
                             'E[Φ(2λY)] = Φ(2λμ/√(1+4λ²v)), tanh(t) = 2σ(2t) − 1'),
           mutants={'prefactor dropped': lambda mu, var: np.tanh(mu / np.sqrt(1 + _PI_8 * np.asarray(var)))}),
     Entry('tanh_moments.var', lambda mu, var: tanh_moments(mu, var)[1], np.tanh, Bound(const=0.065), '01_closed_forms',
@@ -208,6 +219,8 @@ register(
           mutants={'prefactor dropped': lambda mu, var: sigmoid_var(2 * np.asarray(mu), 4 * np.asarray(var))}),
     Entry('tanh_moments.var(paper)', lambda mu, var: tanh_moments(mu, var, 'paper')[1], np.tanh, Bound(const=0.11),
           '01_closed_forms', moment='var', measured='sup 0.108, quadrature',
+          identity=Identity(lambda y: _ndtr(_LAMBDA * SIGMOID_SQ_A * (2 * y - SIGMOID_SQ_B)), _paper_link(2.0),
+                            'where not clipped: value/4 + m₂² = E[Φ(λa(2Y − b))], m₂ the sigmoid mean at (2μ, 4v)'),
           mutants={'prefactor dropped': lambda mu, var: sigmoid_var(2 * np.asarray(mu), 4 * np.asarray(var), 'paper')}))
 
 # %% ../nbs/01_closed_forms.ipynb #33bfb26d
@@ -257,10 +270,10 @@ def _relu_mean_no_std(mu, var):
 _relu = lambda y: np.maximum(y, 0.0)
 register(
     Entry('relu_moments.mean', lambda mu, var: relu_moments(mu, var)[0], _relu, EXACT, '01_closed_forms', kinks=(0.0,),
-          quad=_relu_quad(0), measured='relative ≤ 9e-13 for all r (40-digit arithmetic)',
+          quad=_relu_quad(0), measured='against centred quadrature, |r| ≤ 38 (plot in its section)',
           mutants={'prefactor dropped': _relu_mean_no_std}),
     Entry('relu_moments.var', lambda mu, var: relu_moments(mu, var)[1], _relu, EXACT, '01_closed_forms', moment='var',
-          kinks=(0.0,), quad=_relu_quad(1), measured='relative ≤ 9e-13 for all r (40-digit arithmetic)',
+          kinks=(0.0,), quad=_relu_quad(1), measured='against centred quadrature, |r| ≤ 38 (plot in its section)',
           mutants={'prefactor dropped': lambda mu, var: relu_moments(mu, var)[1] / np.maximum(var, 1e-300)}))
 
 # %% ../nbs/01_closed_forms.ipynb #b5fbea12
@@ -454,7 +467,7 @@ register(
     Entry('softmax_mean(pairwise)', lambda mu, var: softmax_mean(mu, var, 'pairwise'), _softmax_last,
           Bound(per_var=0.07, cap=0.31, family=_SOFTMAX_FAMILY), '01_closed_forms', domain=_SOFTMAX_DOMAIN,
           measured='err/v ≤ 0.053 (600 random problems, control-variate MC); worst found 0.28 (local search, K = 10)',
-          identity=Identity(lambda y: _ndtr(_LAMBDA * (y[..., 0] - y[..., 1])), lambda p: _ndtr(_LAMBDA * _logit(p[..., 0])),
+          identity=Identity(lambda y: _ndtr(_LAMBDA * (y[..., 0] - y[..., 1])), lambda p, mu, var: _ndtr(_LAMBDA * _logit(p[..., 0])),
                             'K = 2: E[Φ(λ(X₁ − X₂))] = Φ(λ(μ₁ − μ₂)/√(1 + λ²(v₁ + v₂)))', k=2),
           mutants={'prefactor dropped': lambda mu, var: softmax_mean(mu, np.asarray(var) / _PI_8, 'pairwise'),
                    'one variance, not the sum': _pairwise_one_variance}))
