@@ -356,3 +356,17 @@ def test_training_false_written_in_never_drops_and_train_only_dropout_is_refused
     ref = moment_propagation(nn.Sequential(nn.Dropout(0.2), net.fc))(x)
     for a, b in zip(moment_propagation(net)(x), ref): assert torch.allclose(a, b, rtol=1e-14)
     with pytest.raises(ValueError, match='not under `if self.training:`'): moment_propagation(TrainOnlyDropout())
+
+@given(mu=st.floats(-30, 30), var=st.one_of(st.just(0.0), st.floats(1e-6, 100.0)), mu2=st.floats(-30, 30), var2=st.floats(0.0, 100.0))
+def test_fast_paths_equal_the_closed_forms_of_moments(mu, var, mu2, var2):
+    "The rules' direct forms equal chapter 01's: LeakyReLU moments, GELU's mean, Clark's max."
+    from fastdropout_nb.moments import leaky_relu_moments, gelu_mean, max_moments
+    from fastdropout_nb.propagation import max_moments_fast
+    m, v = torch.tensor([mu], dtype=D), torch.tensor([var], dtype=D)
+    got, ref = leaky_relu_rule(Moments(m, v), 0.1), leaky_relu_moments(m, v, 0.1)
+    scale = 1 + abs(mu) + var
+    assert abs(float(got.mean - ref[0])) < 1e-12 * scale and abs(float(got.var - ref[1])) < 1e-10 * scale ** 2
+    assert abs(float(gelu_rule(Moments(m, v)).mean - gelu_mean(m, v))) < 1e-12 * scale
+    m2, v2 = torch.tensor([mu2], dtype=D), torch.tensor([var2], dtype=D)
+    for a, b in zip(max_moments_fast(m, v, m2, v2), max_moments(m, v, m2, v2)):
+        assert abs(float(a - b)) < 1e-10 * (scale + abs(mu2) + var2) ** 2
