@@ -152,13 +152,18 @@ def tanh_rule(x):
     "Tanh of a Gaussian via tanh(t) = 2 sigmoid(2t) − 1."
     return Moments(*tanh_moments(*moments_of(x)))
 
-# %% ../nbs/04b_propagation.ipynb #bcf8abfb
+# %% ../nbs/04b_propagation.ipynb #08963155
 @lru_cache(maxsize=None)
 def _hermgauss(n):
     x, w = np.polynomial.hermite.hermgauss(n)
     return math.sqrt(2) * x, w / math.sqrt(math.pi)
 
-def quadrature_moments(f, mean, var, n=20, first=None):
+def quadrature_moments(f, # an element-wise function of a tensor
+                       mean, # the input's mean (a tensor)
+                       var, # its variance, same shape
+                       n:int=20, # Gauss–Hermite nodes
+                       first=None, # a closed form of E f(Y) to use instead of the quadrature's
+                      ):
     """`(mean, var)` of f(Y), Y ~ N(`mean`, `var`) element-wise, by `n`-node Gauss–Hermite quadrature; `first`
     replaces the quadrature mean by a closed form. The variance is E[(f − c)²] − (E f − c)², c = f(mean)."""
     x, w = (torch.as_tensor(a, dtype=mean.dtype, device=mean.device) for a in _hermgauss(int(n)))
@@ -630,13 +635,17 @@ def zoo_models():
     return dict(mnist_example=MnistExample, batchnorm_mlp=BatchNormMLP, residual_mlp=ResidualMLP,
                 gelu_silu_mlp=GeluSiluMLP, avgpool_leaky=AvgPoolLeaky, channel_dropout=ChannelDropoutNet)
 
-# %% ../nbs/04b_propagation.ipynb #3122363b
+# %% ../nbs/04b_propagation.ipynb #da36d239
 def _switch_dropout_on(model):
     "Sample dropout, nothing else: `training` on for dropout modules and for custom modules (whose `F.dropout(..., self.training)` reads it); PyTorch's own layers (BatchNorm) stay in eval mode."
     for m in model.modules():
         m.training = isinstance(m, nn.modules.dropout._DropoutNd) or not type(m).__module__.startswith('torch.nn')
 
-def mc_average(model, x, n_samples=2000, seed=0):
+def mc_average(model:nn.Module, # a dropout net
+               x, # inputs, batch first
+               n_samples:int=2000, # sampled masks
+               seed:int=0, # seed of the masks (torch's global RNG, forked)
+              ):
     """Monte Carlo averages over `n_samples` dropout masks: the outputs centred over the last axis (softmax ignores
     a shift; for a net ending in log_softmax they are the centred logits), each entry's squared standard error, and the softmax."""
     flags = [(m, m.training) for m in model.modules()]
@@ -656,10 +665,14 @@ def mc_average(model, x, n_samples=2000, seed=0):
     mean = total / n_samples
     return mean, (total_sq / n_samples - mean * mean).clamp_min(0) / (n_samples - 1), probs / n_samples
 
-# %% ../nbs/04b_propagation.ipynb #2d60c9aa
+# %% ../nbs/04b_propagation.ipynb #d58c7b87
 def _kl(p, q): return float((p * (p.clamp_min(1e-300).log() - q.clamp_min(1e-300).log())).sum(-1).mean())
 
-def propagation_scores(model, x, n_samples=2000, seed=0):
+def propagation_scores(model:nn.Module, # a trained dropout net
+                       x, # inputs, batch first
+                       n_samples:int=2000, # masks of the Monte Carlo reference
+                       seed:int=0, # seed of the masks
+                      )->dict:
     """How close the propagated net and the standard pass come to the MC average on inputs `x`: RMS distance of
     the centred mean logits (the MC noise subtracted; 0 when within it), KL(MC probabilities ‖ prediction), and the
     MC average's own RMS standard error."""
@@ -675,8 +688,15 @@ def propagation_scores(model, x, n_samples=2000, seed=0):
     return dict(rms_prop=rms(mean), rms_standard=rms(standard), kl_prop=_kl(mc_probs, probs),
                 kl_standard=_kl(mc_probs, standard.softmax(-1)), mc_noise=math.sqrt(float(se2.mean())))
 
-# %% ../nbs/04b_propagation.ipynb #bb6aa859
-def fast_dropout_fit(model, X, y, epochs=60, lr=2e-3, batch_size=64, seed=0):
+# %% ../nbs/04b_propagation.ipynb #6900cc63
+def fast_dropout_fit(model:nn.Module, # an ordinary dropout net (any architecture moment_propagation takes)
+                     X, # training inputs
+                     y, # class labels
+                     epochs:int=60, # passes over (X, y)
+                     lr:float=2e-3, # Adam's learning rate
+                     batch_size:int=64, # examples per step
+                     seed:int=0, # seed of the batch order
+                    ):
     """Train `model` (an ordinary dropout net) by fast dropout: Adam on E[cross-entropy] of the Gaussian logits that
     `moment_propagation` gives, which shares and so trains `model`'s parameters; returns `model` in eval mode."""
     from fastdropout_nb.nn import fast_dropout_cross_entropy
