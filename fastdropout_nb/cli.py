@@ -22,7 +22,8 @@ def _reproduce(args) -> int:
         print("fastdropout-nb reproduce: fastdropout_nb.experiments is not available in this install", file=sys.stderr)
         return 1
     rc = reproduce(table=args.table, quick=args.quick, data_dir=args.data_dir, device=args.device,
-                   seed=args.seed, out=args.out)
+                   seed=args.seed, out=args.out, jobs=args.jobs, backend=args.backend or ('dask' if args.scheduler else None),
+                   scheduler=args.scheduler)
     return int(rc or 0)
 
 def _docs(args) -> int:
@@ -55,10 +56,16 @@ def make_parser() -> argparse.ArgumentParser:
                       help="small grids and budgets, minutes on a CPU (default)")
     mode.add_argument('--full', dest='quick', action='store_false', help="the papers' full protocol")
     r.add_argument('--data-dir', default=None,
-                   help="where the data sets are (default: $FASTDROPOUT_NB_DATA, else ~/.cache/fastdropout_nb/data)")
+                   help="where the data sets are (default: $FASTDROPOUT_NB_DATA, else pooch's cache folder: ~/.cache/fastdropout_nb/data on Linux)")
     r.add_argument('--device', default='cpu', help="torch device, e.g. cpu or cuda (default: cpu)")
     r.add_argument('--seed', type=int, default=0, help="random seed (default: 0)")
     r.add_argument('--out', default='results', help="results folder (default: results/)")
+    r.add_argument('--jobs', type=int, default=None, metavar='N', help="run the LR table's folds in N worker processes "
+                   "(-1: one per core; default: 1, in this process; with --backend dask: every worker of the cluster)")
+    r.add_argument('--backend', choices=('loky', 'dask'), default=None, help="joblib backend for the folds: processes on "
+                   "this machine (loky) or a Dask cluster (needs the dask extra: pip install 'fastdropout-nb[dask]')")
+    r.add_argument('--scheduler', default=None, metavar='ADDRESS', help="the Dask scheduler's address, e.g. "
+                   "tcp://10.0.0.5:8786 (implies --backend dask; default: the current dask.distributed client)")
     r.set_defaults(func=_reproduce)
 
     d = sub.add_parser('docs', help="build the HTML docs offline (open <out>/index.html)",

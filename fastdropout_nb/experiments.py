@@ -7,7 +7,7 @@ Docs: https://fastdropout-nb.github.io/fastdropout_nb/experiments.html.md"""
 
 # %% ../nbs/07_experiments.ipynb #54b36ac2
 from __future__ import annotations
-import json, os, re, tempfile, time
+import functools, json, os, re, tempfile, time
 from pathlib import Path
 import numpy as np
 from scipy.special import expit as _expit, log_expit as _logexpit
@@ -16,9 +16,9 @@ from .progress import progress_bar
 # %% auto #0
 __all__ = ['PAPER', 'BOUNDS', 'LR_METHODS', 'LR_TUNED', 'LR_PAPER_ROW', 'LR_DETERMINISTIC', 'LR_PAPER_METHODS', 'NN_KINDS',
            'NN_PAPER_ROW', 'TABLES', 'PENDING', 'atomic_write_text', 'ResultStore', 'source_fingerprint',
-           'core_cell_fns', 'core_bound_text', 'core_table', 'lr_plan', 'lr_inner_select', 'lr_cells', 'lr_summary',
-           'lr_markdown', 'lr_table', 'write_lr_report', 'nn_cell', 'nn_table', 'distill_cells', 'distill_table',
-           'reproduce']
+           'run_parallel', 'core_cell_fns', 'core_bound_text', 'core_table', 'lr_plan', 'lr_inner_select', 'lr_cells',
+           'lr_summary', 'lr_markdown', 'lr_table', 'write_lr_report', 'nn_cell', 'nn_table', 'distill_cells',
+           'distill_table', 'reproduce']
 
 # %% ../nbs/07_experiments.ipynb #f71f1ab1
 PAPER = {
@@ -89,6 +89,24 @@ def source_fingerprint(*modules):
     h = hashlib.sha256()
     for m in modules: h.update(re.sub(r'(?m)^# %% .*\n', '', inspect.getsource(m)).encode())
     return h.hexdigest()[:16]
+
+# %% ../nbs/07_experiments.ipynb #1fa7b53d
+def run_parallel(tasks, # argument-free functions (picklable by cloudpickle: closures are fine)
+                 jobs=None, # worker processes (-1: all cores); default 1 (in this process), with Dask every worker
+                 backend=None, # None (joblib's processes) or 'dask'
+                 scheduler=None): # the Dask scheduler's address, e.g. 'tcp://10.0.0.5:8786'
+    "Yield `(i, tasks[i]())` as each call finishes, in this process or through joblib (processes or a Dask cluster)."
+    if backend not in (None, 'loky', 'dask'): raise ValueError(f"backend must be None, 'loky' or 'dask'; got {backend!r}")
+    jobs = jobs if jobs is not None else -1 if backend == 'dask' else 1
+    if not isinstance(jobs, int) or jobs == 0 or jobs < -1: raise ValueError(f"jobs must be a positive integer or -1; got {jobs!r}")
+    if backend is None and jobs == 1:
+        yield from ((i, t()) for i, t in enumerate(tasks)); return
+    from joblib import Parallel, delayed, parallel_config
+    config = dict(backend='dask', scheduler_host=scheduler) if backend == 'dask' else dict(backend='loky')
+    with parallel_config(**config):
+        yield from Parallel(n_jobs=jobs, return_as='generator_unordered')(delayed(_tagged)(i, t) for i, t in enumerate(tasks))
+
+def _tagged(i, task): return i, task()
 
 # %% ../nbs/07_experiments.ipynb #8702d258
 def _grid(quick):
@@ -294,6 +312,20 @@ def _lr_fit_cell(method, Xtr, ytr, Xte, yte, seed):
             'n_features': int(Xtr.shape[1]), 'fit_seconds': secs, 'n_iter': int(est.n_iter_[0]),
             'converged': not any('did not converge' in str(x.message) for x in w), **extra}
 
+# %% ../nbs/07_experiments.ipynb #2f529756
+def _lr_fold_task(load, tr, te, methods, seed):
+    "One fold's features, computed once, and `{method: result}` for `methods`, each fitted on one thread."
+    import torch
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(1)
+    with threadpool_limits(1): data = load(tr, te); return {m: _lr_fit_cell(m, *data, seed) for m in methods}
+
+def _by_row(cells):
+    "`{(dataset, method): [fold results in fold order]}` from `{(dataset, method, fold): result}`."
+    out = {}
+    for (name, method, k), r in sorted(cells.items(), key=lambda kv: kv[0][2]): out.setdefault((name, method), []).append(r)
+    return out
+
 # %% ../nbs/07_experiments.ipynb #a41f074e
 _LR_N_FOLDS = {'breast-cancer': 5, 'digits': 3, 'IMDB': 1, 'AthR': 1}   # the others: 10
 
@@ -318,9 +350,10 @@ def _lr_fit_probe(settings):
         est = FastDropoutLogisticRegression(random_state=0, **settings).fit(X, y)
     return hashlib.sha256(' '.join(f'{v:.8e}' for v in np.r_[est.coef_.ravel(), est.intercept_]).encode()).hexdigest()[:8]
 
-def lr_cells(store, quick=True, data_dir=None, seed=0, plan=None, progress=print, stored_only=False):
+def lr_cells(store, quick=True, data_dir=None, seed=0, plan=None, progress=print, stored_only=False, **parallel):
     """Compute (or reuse) every cell of the LR table; returns `{(dataset, method): [fold results]}` (missing data sets
-    left out). With `stored_only`, nothing is computed: only the cells already in `store` (for the current code) are returned."""
+    left out). With `stored_only`, nothing is computed: only the cells already in `store` (for the current code) are returned.
+    The folds run as independent tasks through `run_parallel` (`parallel`: its `jobs`, `backend`, `scheduler`)."""
     import hashlib
     from fastdropout_nb import logistic, bayes, data as D
     root = D.data_dir(data_dir)
@@ -328,39 +361,33 @@ def lr_cells(store, quick=True, data_dir=None, seed=0, plan=None, progress=print
     def key_of(method):   # the text features' code, what the row's estimator fits, the row's settings (and candidates), the seed
         if method not in fits: fits[method] = _lr_fit_probe(LR_METHODS[method])
         return f"{code}-{fits[method]}-{hashlib.sha256(repr((LR_METHODS[method], LR_TUNED.get(method))).encode()).hexdigest()[:8]}-seed{seed}"
-    table, out = f'lr-{"quick" if quick else "full"}', {}
+    table, plan = f'lr-{"quick" if quick else "full"}', plan if plan is not None else lr_plan(quick)
+    def stored(name, method, k):
+        got = store.get(table, _lr_cell_name(name, method, k))
+        return got['value'] if got is not None and got.get('_key') == key_of(method) else None
     if stored_only:
-        for name, n_folds, methods in (plan if plan is not None else lr_plan(quick)):
-            for method in methods:
-                for k in range(n_folds or _LR_N_FOLDS.get(name, 10)):
-                    got = store.get(table, _lr_cell_name(name, method, k))
-                    if got is not None and got.get('_key') == key_of(method): out.setdefault((name, method), []).append(got['value'])
-        return out
-    try:
-        from threadpoolctl import threadpool_limits; limit = threadpool_limits(1)   # timings on one thread, as the paper's
-    except ImportError: limit = None
-    import torch; torch.set_num_threads(1)
-    for name, n_folds, methods in (plan if plan is not None else lr_plan(quick)):
-        got = _lr_folds(name, root, seed)
+        cells = {(name, m, k): stored(name, m, k) for name, n_folds, methods in plan
+                 for k in range(n_folds or _LR_N_FOLDS.get(name, 10)) for m in methods}
+        return _by_row({k: v for k, v in cells.items() if v is not None})
+    cells, tasks, loaded = {}, [], {}     # (dataset, method, fold) -> result; one task per fold with the methods it still needs
+    for name, n_folds, methods in plan:
+        got = loaded[name] = loaded[name] if name in loaded else _lr_folds(name, root, seed)
         if got is None:
             progress(f'  {name}: data not found under {root}: skipped'); continue
         load, folds = got
-        folds = folds[:n_folds] if n_folds else folds
-        with progress_bar(len(folds) * len(methods), f'LR {name}') as bar:     # drawn on a terminal only
-            for k, (tr, te) in enumerate(folds):
-                cache = {}
-                def compute(method):
-                    if 'd' not in cache: cache['d'] = load(tr, te)
-                    return _lr_fit_cell(method, *cache['d'], seed)
-                for method in methods:
-                    cell = _lr_cell_name(name, method, k)
-                    t0 = time.time()
-                    r = store.cell(table, cell, lambda: compute(method), key=key_of(method))
-                    out.setdefault((name, method), []).append(r)
-                    with bar.external_write_mode(): progress(f'  {name:13s} {method:17s} fold {k + 1}/{len(folds)}: accuracy {r["accuracy"]:.4f}, '
-                              f'fit {r["fit_seconds"]:7.2f} s ({time.time() - t0:.1f} s with features)')
-                    bar.set_postfix_str(method, refresh=False); bar.update()
-    return out
+        for k, (tr, te) in enumerate(folds[:n_folds] if n_folds else folds):
+            cells.update({(name, m, k): stored(name, m, k) for m in methods})
+            if todo := [m for m in methods if cells[name, m, k] is None]:
+                tasks.append((name, k, functools.partial(_lr_fold_task, load, tr, te, todo, seed)))
+    with progress_bar(len(tasks), 'LR folds') as bar:     # drawn on a terminal only
+        for i, res in run_parallel([t[-1] for t in tasks], **parallel):
+            name, k, _ = tasks[i]
+            for method, r in res.items():
+                cells[name, method, k] = store.put(table, _lr_cell_name(name, method, k), {'_key': key_of(method), 'value': r})['value']
+                with bar.external_write_mode(): progress(f'  {name:13s} {method:17s} fold {k + 1}: accuracy {r["accuracy"]:.4f}, '
+                                                         f'fit {r["fit_seconds"]:7.2f} s')
+            bar.update()
+    return _by_row(cells)
 
 def lr_summary(cells):
     "`{(dataset, method): {'accuracy': %, 'fit_seconds': mean per fold, 'folds': n}}` (pooled over folds)."
@@ -415,16 +442,16 @@ def lr_markdown(summary, quick=True):
                   ', '.join(f'{d}/{m}' for (d, m), r in summary.items() if not r['converged'])]
     return '\n'.join(lines)
 
-def lr_table(store, quick=True, data_dir=None, seed=0, progress=print, stored_only=False):
-    "Compute (or reuse; with `stored_only`, only reuse) the LR table and return it as Markdown."
-    return lr_markdown(lr_summary(lr_cells(store, quick, data_dir, seed, progress=progress, stored_only=stored_only)), quick)
+def lr_table(store, quick=True, data_dir=None, seed=0, progress=print, stored_only=False, **parallel):
+    "Compute (or reuse; with `stored_only`, only reuse) the LR table and return it as Markdown (`parallel`: as in `lr_cells`)."
+    return lr_markdown(lr_summary(lr_cells(store, quick, data_dir, seed, progress=progress, stored_only=stored_only, **parallel)), quick)
 
-def write_lr_report(out='results', quick=True, data_dir=None, seed=0, progress=print, stored_only=False):
+def write_lr_report(out='results', quick=True, data_dir=None, seed=0, progress=print, stored_only=False, **parallel):
     """Compute (or reuse) the LR table and write it to `out/lr.md` with the command and machine; returns the Markdown.
     `stored_only=True` renders the cells stored so far (of an interrupted run) without computing any."""
     import platform
     out = Path(out)
-    md = lr_table(ResultStore(out), quick=quick, data_dir=data_dir, seed=seed, progress=progress, stored_only=stored_only)
+    md = lr_table(ResultStore(out), quick=quick, data_dir=data_dir, seed=seed, progress=progress, stored_only=stored_only, **parallel)
     cmd = f'fastdropout-nb reproduce lr {"--quick" if quick else "--full"} --seed {seed} --out {out}'
     md = (f'# Wang & Manning (2013) Table 1: logistic regression ({"quick" if quick else "full"} mode)\n\n'
           f'Produced by `{cmd}`' + (' (cells stored so far, rendered with `write_lr_report(..., stored_only=True)`: '
@@ -562,8 +589,9 @@ def distill_table(store, quick=True, data_dir=None, seed=0, device='cpu', out='r
 TABLES = ('core', 'lr', 'nn', 'distill')
 PENDING = {}
 
-def reproduce(table='all', quick=True, data_dir=None, device='cpu', seed=0, out='results', progress=print):
-    "Run `table` ('core', 'lr', 'nn', 'distill' or 'all'); write JSON + Markdown under `out`. Returns an exit code."
+def reproduce(table='all', quick=True, data_dir=None, device='cpu', seed=0, out='results', progress=print, **parallel):
+    """Run `table` ('core', 'lr', 'nn', 'distill' or 'all'); write JSON + Markdown under `out`. Returns an exit code.
+    `parallel` (`jobs`, `backend`, `scheduler` of `run_parallel`) runs the LR table's folds in parallel."""
     if table != 'all' and table not in TABLES:
         raise ValueError(f"table must be one of {('all',) + TABLES}; got {table!r}")
     store, out = ResultStore(out), Path(out)
@@ -574,7 +602,7 @@ def reproduce(table='all', quick=True, data_dir=None, device='cpu', seed=0, out=
             continue
         progress(f'[{t}] {"quick" if quick else "full"} mode, seed {seed}')
         if t == 'lr':
-            md = write_lr_report(out, quick=quick, data_dir=data_dir, seed=seed, progress=progress)
+            md = write_lr_report(out, quick=quick, data_dir=data_dir, seed=seed, progress=progress, **parallel)
         elif t == 'nn':
             md = nn_table(store, quick=quick, data_dir=data_dir, seed=seed, device=device, out=out, progress=progress)
             atomic_write_text(out / f'{t}.md', md + '\n')
