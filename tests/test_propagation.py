@@ -35,7 +35,7 @@ class RandomGraph(nn.Module):
                     m = nn.BatchNorm2d(c).to(D).eval()
                     m.running_mean.uniform_(-1, 1, generator=g); m.running_var.uniform_(0.5, 2, generator=g)
                     m.weight.data.uniform_(0.5, 2, generator=g); m.bias.data.uniform_(-1, 1, generator=g)
-                elif op == 'conv': m = nn.Conv2d(c, 2, arg, padding=arg // 2).to(D)
+                elif op == 'conv': m = nn.Conv2d(c, c, arg, padding=arg // 2).to(D)
                 elif op == 'avgpool': m = nn.AvgPool2d(2, 1, padding=arg, count_include_pad=False)
                 elif op == 'adaptive': m = nn.AdaptiveAvgPool2d(arg)
                 elif op == 'linear': m = nn.Linear(int(np.prod(shape)), 3).to(D)
@@ -98,9 +98,6 @@ def random_graphs(draw, chain=False):
 def _build(spec):
     shape, branches, join, seed = spec
     torch.manual_seed(seed)
-    # a BatchNorm after a layer that changes the channel count would not fit: such draws are dropped
-    if any(op == 'bn' and any(o in ('conv', 'linear', 'sum', 'mean') for o, _ in ops[:i]) for ops in branches for i, (op, _) in enumerate(ops)):
-        return None, None
     net = RandomGraph(shape, branches, join, seed).eval()
     x = torch.randn(1, *shape, dtype=D, generator=torch.Generator().manual_seed(seed))
     return net, x
@@ -127,7 +124,6 @@ def enumerate_graph(net, x):
 def test_random_graphs_exact_against_every_mask(spec):
     "Must show 1: dropouts, BatchNorm, pooling, sums, reshapes, residual adds and cat: mean and variance exact to 1e-10."
     net, x = _build(spec)
-    if net is None: return
     mean, var = moment_propagation(net)(x)
     em, ev = enumerate_graph(net, x)
     assert torch.allclose(mean[0], em, rtol=1e-10, atol=1e-10), (mean, em)
@@ -137,7 +133,6 @@ def test_random_graphs_exact_against_every_mask(spec):
 def test_random_graphs_mean_exact_through_chained_linear_maps(spec):
     "Two linear maps in a row share gates: the mean stays exact, the variance (independence) is an approximation."
     net, x = _build(spec)
-    if net is None: return
     em, _ = enumerate_graph(net, x)
     assert torch.allclose(moment_propagation(net, 'mean')(x)[0], em, rtol=1e-10, atol=1e-10)
 
