@@ -1,21 +1,28 @@
 """Training time of plain LR, fast dropout and MC dropout on the paper's text sets (Wang & Manning 2013, Table 1).
 
-Usage: python benchmarks/lr_timing.py [--data-dir D] [--datasets RT-2k AthR ...] [--mc-samples 100] [--seed 0]
+Usage: python benchmarks/lr_timing.py [--data-dir D] [--datasets RT-2k AthR ...] [--mc-samples 100] [--seed 0] [--out F]
 
 Per data set, one split (the first of RT-2k's standard folds, the first of a stratified 10-fold split
 for RTs, subj, CR, MPQA, the fixed train/test split of IMDB and AthR), NBSVM features (chapter
 `data`), all on one thread (BLAS and torch), with the hyperparameters of the LR table
 (`fastdropout_nb.experiments.LR_METHODS`: p = 0.5, C = 12.5 for dropout, C = 50 for plain LR):
 
-* plain LR and fast dropout (closed form): wall-clock time of `fit`, and test accuracy;
+* plain LR (L-BFGS-B, as scikit-learn's `LogisticRegression`) and fast dropout (closed form) with both of the
+  estimator's solvers side by side, `solver='tron'` (trust-region Newton, the default) and `solver='lbfgs'`:
+  CPU time of `fit`, test accuracy, iterations, objective evaluations and Hessian-vector products;
 * MC dropout (100 masks per example and evaluation, L-BFGS on fresh samples, as the authors ran it):
   the time of the whole fit, and the time at which its iterates first reach fast dropout's test
   accuracy ("at equal accuracy"; the test accuracy of every iterate is evaluated off the clock).
   If MC dropout never reaches it, its whole fit time is used and the ratio is marked '>' (a lower
   bound on the speed-up).
 
-Ratios printed: fast / plain (target <= 2.5; paper 325 / 92 = 3.5) and MC / fast at equal accuracy
-(target >= 20; paper 2661 / 325 = 8.2, whole training times).
+Times are CPU seconds of this process (`time.process_time`, one thread for BLAS and torch): on a machine shared
+with other jobs they are inflated far less than wall-clock seconds, and on an idle one they equal them.
+
+Ratios printed: fast / plain for each solver (target <= 2.0 with the default solver; paper 325 / 92 = 3.5), the
+cost of one objective evaluation (value and gradient) and of one Hessian-vector product relative to one plain-LR
+evaluation (each timed alone, median of repeats, at the fitted weights), and MC / fast at equal accuracy (target
+>= 10; paper 2661 / 325 = 8.2, whole training times), with fast dropout fitted by the default solver.
 """
 import argparse
 import os
@@ -23,6 +30,7 @@ import platform
 import sys
 import time
 import warnings
+from pathlib import Path
 
 for _v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'):
     os.environ.setdefault(_v, '1')
@@ -44,11 +52,27 @@ def split_of(name, data_dir, seed):
 
 
 def timed_fit(est, X, y):
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         est.fit(X, y)
-    return time.perf_counter() - t0
+    return time.process_time() - t0
+
+
+def eval_costs(plain, fast, X, y, repeats=7):
+    """Seconds of one objective evaluation of plain LR and of fast dropout, and of one Hessian-vector product of fast
+    dropout, each the median of `repeats` at the fitted weights (the estimator's own prepared objective)."""
+    from fastdropout_nb.logistic import _as_2d, _binary_curvature, _prepared
+    mats, yf = _prepared(_as_2d(X)), np.unique(y, return_inverse=True)[1].astype(float)
+    def median_time(f):
+        ts = []
+        for _ in range(repeats):
+            t0 = time.process_time(); f(); ts.append(time.process_time() - t0)
+        return float(np.median(ts))
+    theta_p, theta_f = np.r_[plain.coef_[0], plain.intercept_], np.r_[fast.coef_[0], fast.intercept_]
+    fun_p = plain._objective(X, yf, 2)[0]; fun_f = fast._objective(X, yf, 2)[0]
+    hessp = _binary_curvature(fast, mats, yf, np.ones(X.shape[1]))(theta_f)[0]
+    return median_time(lambda: fun_p(theta_p)), median_time(lambda: fun_f(theta_f)), median_time(lambda: hessp(theta_f))
 
 
 def mc_trajectory(est, X, y, Xte, yte):
@@ -58,11 +82,11 @@ def mc_trajectory(est, X, y, Xte, yte):
     est._validate_params()
     classes, yi = np.unique(y, return_inverse=True)
     fun, size = est._objective(X, yi.astype(float), len(classes))
-    marks, t0 = [], time.perf_counter()
-    cb = lambda xk: marks.append((time.perf_counter() - t0, xk.copy()))
+    marks, t0 = [], time.process_time()
+    cb = lambda xk: marks.append((time.process_time() - t0, xk.copy()))
     optimize.minimize(fun, np.zeros(size), jac=True, method='L-BFGS-B', callback=cb,
                       options=dict(maxiter=est.max_iter, maxls=50, gtol=est.tol, ftol=0.0))
-    total = time.perf_counter() - t0
+    total = time.process_time() - t0
     m = X.shape[1]
     traj = []
     for secs, theta in marks:                        # off the clock
@@ -81,47 +105,57 @@ def main(argv=None):
                     choices=list(TEXT_DATASETS))
     ap.add_argument('--mc-samples', type=int, default=100)
     ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--out', default=None, help='also write the report to this file')
     args = ap.parse_args(argv)
     import torch; torch.set_num_threads(1)
     from threadpoolctl import threadpool_limits
-    root = data_dir(args.data_dir)
-    print(f'# lr_timing: {" ".join(sys.argv)}')
-    print(f'# {platform.machine()} {platform.system()}, Python {platform.python_version()}, {os.cpu_count()} CPUs, '
-          f'one thread, {time.strftime("%Y-%m-%d %H:%M")}; data {root}')
-    print(f'# plain LR: {LR_METHODS["plain LR"]}; fast dropout: {LR_METHODS["closed form"]}; '
-          f'MC dropout: method=mc, p=0.5, C=12.5, n_samples={args.mc_samples}')
-    head = (f'{"data set":8s} {"n_train":>7s} {"m":>8s} | {"plain s":>8s} {"acc":>6s} | {"fast s":>7s} {"acc":>6s} | '
-            f'{"MC s":>8s} {"acc":>6s} {"MC s@=":>8s} | {"fast/plain":>10s} {"MC/fast@=":>10s} {"MC/fast":>8s} | '
-            f'{"iter plain":>10s} {"iter fast":>9s} {"per eval":>8s}')
-    print(head); print('-' * len(head))
+    root, lines = data_dir(args.data_dir), []
+    def say(line=''):
+        print(line, flush=True); lines.append(line)
+    say(f'# lr_timing: python benchmarks/lr_timing.py {" ".join(sys.argv[1:] if argv is None else argv)}')
+    say(f'# {platform.machine()} {platform.system()}, Python {platform.python_version()}, {os.cpu_count()} CPUs, '
+        f'one thread, {time.strftime("%Y-%m-%d %H:%M")}, load average {os.getloadavg()[0]:.1f} at the start; data {root}')
+    say(f'# plain LR: {LR_METHODS["plain LR"]} (L-BFGS-B); fast dropout: {LR_METHODS["closed form"]}, solver tron '
+        f'(default) and lbfgs; MC dropout: method=mc, p=0.5, C=12.5, n_samples={args.mc_samples}')
+    head = (f'{"data set":8s} {"n_train":>7s} {"m":>7s} | {"plain s":>7s} {"acc":>5s} {"it":>3s} | '
+            f'{"tron s":>6s} {"acc":>5s} {"it":>3s} {"f":>3s} {"Hv":>4s} | {"lbfgs s":>7s} {"acc":>5s} {"it":>3s} | '
+            f'{"MC s":>6s} {"acc":>5s} {"MC s@=":>6s} | {"tron/plain":>10s} {"lbfgs/plain":>11s} {"eval":>5s} {"Hv":>5s} '
+            f'{"MC/fast@=":>9s}')
+    say(head); say('-' * len(head))
     rows = []
     with threadpool_limits(1):
         for name in args.datasets:
             Xtr, ytr, Xte, yte = split_of(name, root, args.seed)
             plain = FastDropoutLogisticRegression(random_state=args.seed, **LR_METHODS['plain LR'])
-            fast = FastDropoutLogisticRegression(random_state=args.seed, **LR_METHODS['closed form'])
+            tron = FastDropoutLogisticRegression(random_state=args.seed, solver='tron', **LR_METHODS['closed form'])
+            lbfgs = FastDropoutLogisticRegression(random_state=args.seed, solver='lbfgs', **LR_METHODS['closed form'])
             t_plain = timed_fit(plain, Xtr, ytr); a_plain = plain.score(Xte, yte)
-            t_fast = timed_fit(fast, Xtr, ytr); a_fast = fast.score(Xte, yte)
+            t_tron = timed_fit(tron, Xtr, ytr); a_tron = tron.score(Xte, yte)
+            t_lbfgs = timed_fit(lbfgs, Xtr, ytr); a_lbfgs = lbfgs.score(Xte, yte)
+            e_plain, e_fast, e_hv = eval_costs(plain, tron, Xtr, ytr)
             mc = FastDropoutLogisticRegression(method='mc', p=0.5, C=12.5, n_samples=args.mc_samples, random_state=args.seed)
             t_mc, traj = mc_trajectory(mc, Xtr, ytr, Xte, yte)
             a_mc = traj[-1][1] if traj else float('nan')
-            hit = next((s for s, a in traj if a >= a_fast), None)
+            hit = next((s for s, a in traj if a >= a_tron), None)
             t_eq, mark = (hit, ' ') if hit is not None else (t_mc, '>')
-            per_eval = (t_fast / fast.optimize_result_.nfev) / (t_plain / plain.optimize_result_.nfev)
-            rows.append((t_fast / t_plain, t_eq / t_fast, t_mc / t_fast, per_eval))
-            print(f'{name:8s} {Xtr.shape[0]:7d} {Xtr.shape[1]:8d} | {t_plain:8.2f} {100 * a_plain:6.2f} | {t_fast:7.2f} '
-                  f'{100 * a_fast:6.2f} | {t_mc:8.1f} {100 * a_mc:6.2f} {t_eq:8.1f} | {t_fast / t_plain:10.2f} '
-                  f'{mark}{t_eq / t_fast:9.1f} {t_mc / t_fast:8.1f} | {plain.n_iter_[0]:10d} {fast.n_iter_[0]:9d} '
-                  f'{per_eval:8.2f}', flush=True)
-    r = np.array(rows)
-    print('-' * len(head))
-    print(f'geometric means: fast/plain {np.exp(np.log(r[:, 0]).mean()):.2f} (target <= 2.5, paper 3.5); '
-          f'MC/fast at equal accuracy {np.exp(np.log(r[:, 1]).mean()):.1f} (target >= 20, paper 8.2); '
-          f'MC/fast whole fits {np.exp(np.log(r[:, 2]).mean()):.1f}; fast/plain per evaluation {np.exp(np.log(r[:, 3]).mean()):.2f}')
-    print('columns: times are fit wall-clock seconds; acc = test accuracy % on the split; "MC s@=" = seconds until '
-          "MC dropout's iterates first reach fast dropout's accuracy ('>' in the ratio: never reached, whole fit used); "
-          'MC/fast = whole fit times; iter = L-BFGS-B iterations; "per eval" = fast/plain time per objective evaluation '
-          '(the paper: "each iteration of fast dropout is only about 2 times slower than plain LR").')
+            r = dict(tron=t_tron / t_plain, lbfgs=t_lbfgs / t_plain, eval=e_fast / e_plain, hv=e_hv / e_plain, mc=t_eq / t_tron)
+            rows.append(r)
+            res = tron.optimize_result_
+            say(f'{name:8s} {Xtr.shape[0]:7d} {Xtr.shape[1]:7d} | {t_plain:7.2f} {100 * a_plain:5.1f} {plain.n_iter_[0]:3d} | '
+                f'{t_tron:6.2f} {100 * a_tron:5.1f} {tron.n_iter_[0]:3d} {res.nfev:3d} {res.nhev:4d} | {t_lbfgs:7.2f} '
+                f'{100 * a_lbfgs:5.1f} {lbfgs.n_iter_[0]:3d} | {t_mc:6.1f} {100 * a_mc:5.1f} {t_eq:6.1f} | {r["tron"]:10.2f} '
+                f'{r["lbfgs"]:11.2f} {r["eval"]:5.2f} {r["hv"]:5.2f} {mark}{r["mc"]:8.1f}')
+    say(f'# load average {os.getloadavg()[0]:.1f} at the end')
+    gm = {k: float(np.exp(np.mean(np.log([r[k] for r in rows])))) for k in rows[0]}
+    say('-' * len(head))
+    say(f'geometric means: fast/plain {gm["tron"]:.2f} with solver tron (target <= 2.0, paper 3.5), {gm["lbfgs"]:.2f} with '
+        f'lbfgs; one evaluation {gm["eval"]:.2f}x plain LR\'s, one Hessian-vector product {gm["hv"]:.2f}x; '
+        f'MC/fast at equal accuracy {gm["mc"]:.1f} (target >= 10, paper 8.2)')
+    say('columns: s = fit CPU seconds (one thread); acc = test accuracy % on the split; it = iterations; f, Hv = objective '
+        'evaluations and Hessian-vector products of tron; "MC s@=" = seconds until MC dropout\'s iterates first reach '
+        'tron\'s accuracy (\'>\' in the ratio: never reached, whole fit used); eval, Hv = seconds of one fast-dropout '
+        'evaluation (value and gradient) and one Hessian-vector product over one plain-LR evaluation (medians of 7).')
+    if args.out: Path(args.out).write_text('\n'.join(lines) + '\n')
     return 0
 
 

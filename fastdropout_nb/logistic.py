@@ -1,6 +1,7 @@
 """The objective that dropout training of logistic regression implies, its Gaussian, quadrature
 and closed-form approximations with their gradients checked against every dropout mask, the
-multinomial case, and a scikit-learn estimator.
+multinomial case, and a scikit-learn estimator fitted by a trust-region Newton method with the
+objective's exact Hessian-vector products.
 
 Docs: https://fastdropout-nb.github.io/fastdropout_nb/logistic.html.md"""
 
@@ -22,11 +23,13 @@ from .gaussian import dropout_moments
 from .moments import gauss_hermite_expect, logsigmoid_mean
 
 # %% auto #0
-__all__ = ['KAPPA', 'BINARY_LOGLIKS', 'METHODS', 'PREDICTIONS', 'exact_dropout_loglik', 'mc_dropout_loglik', 'logistic_abg',
-           'eq6_gradient', 'logistic_loglik_quadrature', 'logistic_loglik_closed_form', 'logistic_loglik_plain',
-           'gaussian_dropout_loglik', 'dropout_loglik', 'dropout_logit_cov', 'sigma_points', 'softmax_loglik',
-           'softmax_dropout_loglik', 'exact_softmax_dropout_loglik', 'mc_softmax_dropout_loglik',
-           'FastDropoutLogisticRegression']
+__all__ = ['KAPPA', 'BINARY_LOGLIKS', 'METHODS', 'PREDICTIONS', 'SOLVERS', 'BINARY_HESSIANS', 'exact_dropout_loglik',
+           'mc_dropout_loglik', 'logistic_abg', 'eq6_gradient', 'logistic_loglik_quadrature',
+           'logistic_loglik_closed_form', 'logistic_loglik_plain', 'gaussian_dropout_loglik', 'dropout_loglik',
+           'dropout_logit_cov', 'sigma_points', 'softmax_loglik', 'softmax_dropout_loglik',
+           'exact_softmax_dropout_loglik', 'mc_softmax_dropout_loglik', 'FastDropoutLogisticRegression',
+           'logistic_loglik_closed_form_hess', 'logistic_loglik_plain_hess', 'logistic_loglik_quadrature_hess',
+           'dropout_loglik_hessp', 'dropout_loglik_torch', 'tron']
 
 # %% ../nbs/02_logistic.ipynb #25b6ac27
 def _power(X, k):
@@ -68,12 +71,17 @@ def exact_dropout_loglik(X, y, w, p=0.5, b=0.0):
             (X * ((probs[:, None] * f).T @ masks)).sum(0), probs @ f.sum(1))
 
 # %% ../nbs/02_logistic.ipynb #84fab1e1
-def mc_dropout_loglik(X, y, w, p=0.5, b=0.0, n_samples=100, rng=None, return_samples=False):
+def mc_dropout_loglik(X,                    # inputs (n, m), dense or SciPy sparse (kept as CSR)
+                      y,                    # binary labels 0/1 (n,)
+                      w,                    # raw weights (m,)
+                      p=0.5,                # drop rate, scalar or one per input
+                      b=0.0,                # intercept (never dropped)
+                      n_samples=100,        # masks per example
+                      rng=None,             # seed or `np.random.Generator`
+                      return_samples=False, # return the per-mask values `(K,)`, `(K, m)`, `(K,)` instead of their means
+                     ):
     """Monte Carlo dropout (paper eqs. 1-3): `(L, dL/dw, dL/db)` averaged over `n_samples` masks per example.
-
-    Masks are drawn only for the stored entries of `X` (kept as CSR; a zero input contributes nothing,
-    dropped or not). `rng`: seed or `np.random.Generator`. With `return_samples`, the per-mask values
-    `(K,)`, `(K, m)`, `(K,)` instead of their means."""
+    Masks are drawn only for the stored entries of `X` (a zero input contributes nothing, dropped or not)."""
     X, y, w, q = _check_problem(X, y, w, p)
     rng = np.random.default_rng(rng)
     X = sp.csr_matrix(X)
@@ -98,13 +106,16 @@ def _sigmoid_derivs(S, y):
 
 KAPPA = np.pi / 8   # σ(s) ≈ Φ(√(π/8) s)
 
-def logistic_abg(mu, var, y, method='quadrature', n_nodes=20, n_samples=100, rng=None):
+def logistic_abg(mu,                 # means of S, one per example
+                 var,                # variances of S
+                 y,                  # labels 0/1
+                 method='quadrature',# 'quadrature', 'sampled' (draws shared by the three) or 'closed_form' (`E[σ(S)] ≈ σ(mu / √(1 + π var/8))`)
+                 n_nodes=20,         # Gauss-Hermite nodes for 'quadrature'
+                 n_samples=100,      # draws of S per example for 'sampled'
+                 rng=None,           # seed or Generator for 'sampled'
+                ):
     """`(alpha, beta, gamma)` of paper eq. (6) per example: `alpha = E[y - σ(S)]`, `beta = ∂alpha/∂mu`,
-    `gamma = ∂alpha/∂var`, `S ~ N(mu, var)`.
-
-    `method`: 'quadrature' (Gauss-Hermite with `n_nodes`), 'sampled' (`n_samples` draws of S per example,
-    shared by the three; `rng` a seed or Generator) or 'closed_form' (`E[σ(S)] ≈ σ(mu / √(1 + π var/8))`
-    and its exact derivatives)."""
+    `gamma = ∂alpha/∂var`, `S ~ N(mu, var)`."""
     mu, var, y = (np.asarray(a, dtype=np.float64) for a in (mu, var, y))
     if method == 'quadrature':
         moments = [gauss_hermite_expect(lambda S, k=k: _sigmoid_derivs(S, y)[k], mu, var, n=n_nodes) for k in range(3)]
@@ -120,12 +131,16 @@ def logistic_abg(mu, var, y, method='quadrature', n_nodes=20, n_samples=100, rng
     raise ValueError(f"method must be 'quadrature', 'sampled' or 'closed_form'; got {method!r}")
 
 # %% ../nbs/02_logistic.ipynb #4fa9e5ae
-def eq6_gradient(X, w, p, alpha, beta=None, gamma=None, second_order=False):
+def eq6_gradient(X,                   # inputs (n, m), dense or SciPy sparse
+                 w,                   # raw weights (m,)
+                 p,                   # drop rate, scalar or one per input
+                 alpha,               # per example (n,), from `logistic_abg`
+                 beta=None,           # per example, or None to leave the term out
+                 gamma=None,          # per example, or None to leave the term out (`alpha` alone: the naive estimate)
+                 second_order=False,  # the gamma term with `Δvar + Δmu²`: the expansion complete to second order
+                ):
     """Paper eq. (6): `dL/dw_i ≈ sum_n q_i x_ni (alpha_n + Δmu_ni beta_n + Δvar_ni gamma_n)` with
-    `Δmu_ni = (1 - q_i) x_ni w_i`, `Δvar_ni = -q_i (1 - q_i) x_ni² w_i²`; returns `(dL/dw, dL/db)`.
-
-    Pass `beta=None` / `gamma=None` to leave a term out (`alpha` alone is the naive estimate). With
-    `second_order=True` the `gamma` term uses `Δvar + Δmu²` (the expansion complete to second order)."""
+    `Δmu_ni = (1 - q_i) x_ni w_i`, `Δvar_ni = -q_i (1 - q_i) x_ni² w_i²`; returns `(dL/dw, dL/db)`."""
     X = _as_2d(X); w = np.asarray(w, dtype=np.float64); q = 1 - np.asarray(p, dtype=np.float64)
     g = q * (X.T @ alpha)
     if beta is not None: g = g + q * (1 - q) * w * (_power(X, 2).T @ beta)
@@ -184,9 +199,18 @@ def _binary_chain(X, X2, w, q, dmu, dvar):
     "Chain rule through `mu = X (q w) + b`, `var = X² (q(1-q) w²)`: `(dL/dw, dL/db)`."
     return q * (X.T @ dmu) + 2 * q * (1 - q) * w * (X2.T @ dvar), float(np.sum(dmu))
 
-def gaussian_dropout_loglik(X, y, w, p=0.5, b=0.0, n_samples=100, rng=None, terms='abg'):
+# %% ../nbs/02_logistic.ipynb #75ecbcd9
+def gaussian_dropout_loglik(X,              # inputs (n, m), dense or SciPy sparse
+                            y,              # binary labels 0/1 (n,)
+                            w,              # raw weights (m,)
+                            p=0.5,          # drop rate, scalar or one per input
+                            b=0.0,          # intercept (never dropped)
+                            n_samples=100,  # draws of S per example
+                            rng=None,       # seed or Generator
+                            terms='abg',    # the eq. (6) terms kept, among 'a', 'b', 'g' (alpha, beta, gamma)
+                           ):
     """Sampled Gaussian approximation (paper §2.2.1): `n_samples` draws of `S ~ N(mu_n, var_n)` per example;
-    returns the sampled `L` and the eq. (6) gradient with `terms` among 'a', 'b', 'g' (alpha, beta, gamma)."""
+    returns the sampled `L` and the eq. (6) gradient."""
     X, y, w, q = _check_problem(X, y, w, p)
     mean, var = dropout_moments(X, w, p)
     S = (mean + b)[:, None] + np.sqrt(var)[:, None] * np.random.default_rng(rng).standard_normal((len(y), n_samples))
@@ -196,15 +220,21 @@ def gaussian_dropout_loglik(X, y, w, p=0.5, b=0.0, n_samples=100, rng=None, term
                           0.5 * d2.mean(1) if 'g' in terms else None)
     return float(value), gw, gb
 
+# %% ../nbs/02_logistic.ipynb #9785cc4b
 BINARY_LOGLIKS = {'closed_form': logistic_loglik_closed_form, 'quadrature': logistic_loglik_quadrature,
                   'none': logistic_loglik_plain}
 
-def dropout_loglik(X, y, w, p=0.5, b=0.0, method='closed_form', n_nodes=20, n_samples=100, rng=None):
-    """`(L, dL/dw, dL/db)`: binary LR's expected log-likelihood under dropout of the inputs (drop rate `p`),
-    summed over the rows of `X` (dense or SciPy sparse, never densified), for raw weights `w` and intercept `b`.
-
-    `method`: 'closed_form' (§2.2.3), 'quadrature' (Gauss-Hermite, `n_nodes`), 'gaussian' (sampled S, eq. 6),
-    'mc' (real masks), 'none' (plain LR) or 'exact' (all masks; m <= 14)."""
+def dropout_loglik(X,                    # inputs (n, m), dense or SciPy sparse (never densified)
+                   y,                    # binary labels 0/1 (n,)
+                   w,                    # raw weights (m,)
+                   p=0.5,                # drop rate, scalar or one per input
+                   b=0.0,                # intercept (never dropped)
+                   method='closed_form', # 'closed_form', 'quadrature', 'gaussian' (sampled S, eq. 6), 'mc', 'none' or 'exact' (m <= 14)
+                   n_nodes=20,           # Gauss-Hermite nodes for 'quadrature'
+                   n_samples=100,        # draws per example for 'gaussian' and 'mc'
+                   rng=None,             # seed or Generator for the sampled methods
+                  ):
+    """`(L, dL/dw, dL/db)`: binary LR's expected log-likelihood under dropout of the inputs, summed over the rows of `X`."""
     if method == 'exact': return exact_dropout_loglik(X, y, w, p, b)
     if method == 'mc': return mc_dropout_loglik(X, y, w, p, b, n_samples, rng)
     if method == 'gaussian': return gaussian_dropout_loglik(X, y, w, p, b, n_samples, rng)
@@ -241,6 +271,7 @@ def sigma_points(mu, cov, kappa=None):
     wts = torch.tensor([kappa / (k + kappa)] + [1 / (2 * (k + kappa))] * (2 * k), dtype=mu.dtype, device=mu.device)
     return pts, wts
 
+# %% ../nbs/02_logistic.ipynb #9c0cc7b6
 def softmax_loglik(mu, cov, y, method='unscented', n_samples=100, generator=None, kappa=None):
     """Sum over examples of `E[log softmax_y(S)]`, `S ~ N(mu_n, cov_n)`, as a torch scalar differentiable in
     `mu` `(n, k)` and `cov` `(n, k, k)`. `method`: 'unscented', 'sampled' (`n_samples`, torch `generator`) or
@@ -256,9 +287,20 @@ def softmax_loglik(mu, cov, y, method='unscented', n_samples=100, generator=None
         return (S.gather(2, y[:, None, None].expand(-1, n_samples, 1))[..., 0] - torch.logsumexp(S, 2)).mean(1).sum()
     raise ValueError(f"method must be 'unscented', 'sampled' or 'none'; got {method!r}")
 
-def softmax_dropout_loglik(X, y, W, p=0.5, b=0.0, method='unscented', covariance='full', n_samples=100, seed=None, kappa=None):
+# %% ../nbs/02_logistic.ipynb #262c66f7
+def softmax_dropout_loglik(X,                   # inputs (n, m), dense or SciPy sparse
+                           y,                   # class indices (n,)
+                           W,                   # raw weights (m, k)
+                           p=0.5,               # drop rate
+                           b=0.0,               # intercepts (k,) (never dropped)
+                           method='unscented',  # 'unscented', 'sampled' or 'none' (`softmax_loglik`)
+                           covariance='full',   # 'full', or 'diagonal' to keep only `diag(Sigma)` (a foil)
+                           n_samples=100,       # draws per example for 'sampled'
+                           seed=None,           # seed of the draws for 'sampled'
+                           kappa=None,          # the unscented transform's kappa (default max(0, 3 - k))
+                          ):
     """`(L, dL/dW (m, k), dL/db (k,))` for multinomial LR under dropout of the inputs, through the logits'
-    Gaussian `N(mu, Sigma)`; `covariance='diagonal'` keeps only `diag(Sigma)` (a foil); `seed` for 'sampled'."""
+    Gaussian `N(mu, Sigma)`."""
     X = _as_2d(X); W = np.asarray(W, dtype=np.float64); q = 1 - float(p)
     y = np.asarray(y).astype(np.int64)
     check_rate(p); check_finite(X, 'X'); check_finite(W, 'W')
@@ -306,11 +348,298 @@ def mc_softmax_dropout_loglik(X, y, W, p=0.5, b=0.0, n_samples=100, rng=None):
         L += lsm[np.arange(n), y].sum(); gW += Xz.T @ R; gb += R.sum(0)
     return L / n_samples, gW / n_samples, gb / n_samples
 
-# %% ../nbs/02_logistic.ipynb #bf6f6e26
+# %% ../nbs/02_logistic.ipynb #7476e85b
 METHODS = ('closed_form', 'quadrature', 'gaussian', 'mc', 'none')
 PREDICTIONS = ('scaled', 'averaged')
+SOLVERS = ('auto', 'tron', 'lbfgs')
 _SOFTMAX_METHOD = {'closed_form': 'unscented', 'quadrature': 'unscented', 'gaussian': 'sampled', 'none': 'none'}
 
+def _generator(random_state):
+    "A NumPy Generator from None, an int, a Generator or a RandomState."
+    if isinstance(random_state, np.random.RandomState): random_state = random_state.randint(2 ** 32)
+    return np.random.default_rng(random_state)
+
+# %% ../nbs/02_logistic.ipynb #6d3c2c80
+class FastDropoutLogisticRegression(ClassifierMixin, BaseEstimator):
+    """Logistic regression (binary or multinomial) trained with dropout of its inputs: in expectation via fast
+    dropout's Gaussian approximation ('closed_form', 'quadrature'), by sampling ('gaussian', 'mc'), or without
+    dropout ('none'). The penalty is `sum c * coef_**2 / (2C)`, `c` = 1 or `feature_penalty`'s factors."""
+    def __init__(self,
+                 p=0.5,                # drop rate of each input; the intercept is never dropped
+                 method='closed_form', # 'closed_form', 'quadrature', 'gaussian', 'mc' or 'none' (plain LR)
+                 C=1.0,                # inverse L2 strength on `coef_` as in `LogisticRegression` (authors: 12.5 at p=0.5)
+                 fit_intercept=True,   # fit an intercept (neither dropped nor penalised)
+                 tol=1e-4,             # stop when no gradient coordinate exceeds `tol` in magnitude
+                 max_iter=250,         # at most this many solver iterations
+                 n_samples=100,        # draws per example and evaluation of 'gaussian' and 'mc'
+                 n_nodes=20,           # Gauss-Hermite nodes of 'quadrature' and of `prediction='averaged'`
+                 prediction='scaled',  # 'scaled' (mean logit) or 'averaged' (probability averaged over the dropout Gaussian)
+                 random_state=None,    # seed, Generator or RandomState of the sampled methods' draws
+                 feature_penalty=None, # None, 'informativeness' (chapter `bayes`), factors `(m,)` or `(n_logits, m)`, or `(X, y) -> factors`
+                 solver='auto',        # 'tron' (trust-region Newton, §8), 'lbfgs' (L-BFGS-B) or 'auto' (tron where it applies)
+                ):
+        self.p, self.method, self.C, self.fit_intercept = p, method, C, fit_intercept
+        self.tol, self.max_iter, self.n_samples, self.n_nodes = tol, max_iter, n_samples, n_nodes
+        self.prediction, self.random_state, self.feature_penalty, self.solver = prediction, random_state, feature_penalty, solver
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.non_deterministic = self.method in ('gaussian', 'mc') and self.random_state is None
+        return tags
+
+    @property
+    def _p(self): return 0.0 if self.method == 'none' else float(self.p)
+
+    def _validate_params(self): _validate_params(self)
+    def _objective(self, X, y, k, c=None): return _objective(self, X, y, k, c)
+    def fit(self, X, y): "Fit on `X` (n, m), dense or SciPy sparse, and labels `y` (n,)."; return _fit(self, X, y)
+    def decision_function(self, X): return _decision_function(self, X)
+    def predict_log_proba(self, X): return _predict_log_proba(self, X)
+    def predict_proba(self, X): "Class probabilities, columns in the order of `classes_`."; return np.exp(_predict_log_proba(self, X))
+    def predict(self, X): d = _decision_function(self, X); return self.classes_[(d > 0).astype(int) if d.ndim == 1 else d.argmax(1)]
+
+# %% ../nbs/02_logistic.ipynb #58687e94
+def _validate_params(est):
+    "Raise `ValueError` naming the first hyperparameter of `est` outside what it allows."
+    if est.method not in METHODS: raise ValueError(f"method must be one of {METHODS}; got {est.method!r}")
+    if est.prediction not in PREDICTIONS: raise ValueError(f"prediction must be one of {PREDICTIONS}; got {est.prediction!r}")
+    if est.solver not in SOLVERS: raise ValueError(f"solver must be one of {SOLVERS}; got {est.solver!r}")
+    if est.solver == 'tron' and est.method in ('gaussian', 'mc'):
+        raise ValueError(f"solver='tron' needs a deterministic objective; method={est.method!r} samples: use 'lbfgs' or 'auto'")
+    if isinstance(est.p, bool) or not isinstance(est.p, numbers.Real): raise ValueError(f"p must be a number in [0, 1); got {est.p!r}")
+    check_rate(float(est.p), 'p')
+    if not (isinstance(est.C, numbers.Real) and np.isfinite(est.C) and est.C > 0): raise ValueError(f"C must be a finite number > 0; got {est.C!r}")
+    if not (isinstance(est.tol, numbers.Real) and est.tol >= 0): raise ValueError(f"tol must be a number >= 0; got {est.tol!r}")
+    for name in ('max_iter', 'n_samples', 'n_nodes'):
+        v = getattr(est, name)
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1: raise ValueError(f"{name} must be an integer >= 1; got {v!r}")
+    fp = est.feature_penalty
+    if not (fp is None or callable(fp) or (isinstance(fp, str) and fp == 'informativeness') or
+            (not isinstance(fp, str) and np.ndim(fp) in (1, 2))):
+        raise ValueError(f"feature_penalty must be None, 'informativeness', an array of per-feature factors or a "
+                         f"callable (X, y) -> factors; got {fp!r}")
+
+def _penalty_factors(est, X, y, kk):
+    "The per-feature penalty factors, shape `(kk, m)` (ones without `feature_penalty`); `y`: class indices."
+    m, fp = X.shape[1], est.feature_penalty
+    if fp is None: return np.ones((kk, m))
+    if isinstance(fp, str):
+        from fastdropout_nb.bayes import informativeness_penalty   # chapter 03 (appendix A.3)
+        fp = informativeness_penalty
+    c = fp(X, y) if callable(fp) else fp
+    try: c = np.asarray(c, dtype=np.float64)
+    except (TypeError, ValueError): raise ValueError(f"feature_penalty must give numbers; got {c!r}") from None
+    if c.shape not in ((m,), (1, m), (kk, m)):
+        raise ValueError(f"feature_penalty must have shape ({m},) or ({kk}, {m}) (one factor per feature, or per "
+                         f"logit and feature); got {c.shape}")
+    if not (np.all(np.isfinite(c)) and np.all(c >= 0)): raise ValueError("feature_penalty factors must be finite and >= 0")
+    return np.broadcast_to(c, (kk, m)).copy()
+
+# %% ../nbs/02_logistic.ipynb #b5389fd6
+def _loglik(est, coef, b, mats, y, rng):
+    """`est`'s expected log-likelihood, summed over rows, and its gradient in `(coef, b)` (effective weights);
+    `mats = (X, X², Xᵀ, (X²)ᵀ)`, prepared once per fit (`_prepared`, at the module's end)."""
+    p, method = est._p, est.method
+    q = 1 - p
+    X, X2, XT, X2T = mats
+    if coef.shape[0] == 1 and method in BINARY_LOGLIKS:     # binary, deterministic: two (four) sparse products
+        c0, b0 = coef[0], b[0]
+        mean = np.asarray(X @ c0).ravel() + b0              # E[S] = q w·x + b = coef·x + b
+        var = np.asarray(X2 @ ((p / q) * c0 * c0)).ravel() if p > 0 else np.zeros_like(mean)   # q p w² = (p/q) coef²
+        fn = BINARY_LOGLIKS[method]
+        value, dmu, dvar = fn(mean, var, y, est.n_nodes) if method == 'quadrature' else fn(mean, var, y)
+        g = np.asarray(XT @ dmu).ravel()
+        if p > 0: g = g + (2 * p / q) * c0 * np.asarray(X2T @ dvar).ravel()
+        return float(value.sum()), g[None, :], np.atleast_1d(np.sum(dmu))
+    W = coef.T / q                                          # raw weights: E[S] = q W·x + b = coef·x + b
+    if coef.shape[0] == 1:                                  # binary, sampled
+        w, b0 = W[:, 0], b[0]
+        if method == 'gaussian': value, gw, gb = gaussian_dropout_loglik(X, y, w, p, b0, est.n_samples, rng)
+        else: value, gw, gb = mc_dropout_loglik(X, y, w, p, b0, est.n_samples, rng)
+        gW, gb = gw[:, None], np.atleast_1d(gb)
+    elif method == 'mc': value, gW, gb = mc_softmax_dropout_loglik(X, y, W, p, b, est.n_samples, rng)
+    else:
+        value, gW, gb = softmax_dropout_loglik(X, y, W, p, b, _SOFTMAX_METHOD[method], 'full', est.n_samples,
+                                               None if rng is None else int(rng.integers(2 ** 62)))
+    return float(value), gW.T / q, gb                      # d/dcoef = (d/dW) / q
+
+# %% ../nbs/02_logistic.ipynb #ea3ed065
+def _objective(est, X, y, k, c=None, mats=None):
+    """The function minimised by `fit`: `theta -> (value, gradient)`, `theta` = coef (row-major) then intercepts;
+    `y` holds class indices `0..k-1`; `c`: the penalty factors (from `feature_penalty` if None); `mats`: `_prepared(X)`
+    if already made. Returns the function and the length of `theta`."""
+    X = _as_2d(X); n, m = X.shape
+    kk = 1 if k == 2 else k
+    mats = _prepared(X) if mats is None else mats
+    c = _penalty_factors(est, X, y, kk) if c is None else c
+    rng = _generator(est.random_state) if est.method in ('gaussian', 'mc') else None
+    def fun(theta):
+        coef = theta[:kk * m].reshape(kk, m)
+        b = theta[kk * m:] if est.fit_intercept else np.zeros(kk)
+        value, gcoef, gb = _loglik(est, coef, b, mats, y, rng)
+        grad = np.concatenate([-gcoef.ravel() + (c * coef).ravel() / est.C, -gb if est.fit_intercept else []])
+        return (-value + 0.5 / est.C * np.sum(c * coef * coef)) / n, grad / n
+    return fun, kk * m + (kk if est.fit_intercept else 0)
+
+# %% ../nbs/02_logistic.ipynb #710077cc
+def _solver_for(est, k):
+    "The solver of a fit with `k` classes: 'auto' is 'tron' for binary fast dropout (§8), else 'lbfgs'."
+    if est.solver != 'auto': return est.solver
+    return 'tron' if k == 2 and est.method in ('closed_form', 'quadrature') else 'lbfgs'
+
+def _fit(est, X, y):
+    "`est.fit`: validate, minimise `_objective` with the chosen solver, store `coef_`, `intercept_`, `n_iter_`."
+    _validate_params(est)
+    X, y = validate_data(est, X, y, accept_sparse='csr', dtype=np.float64)
+    check_classification_targets(y)
+    est.classes_, y_idx = np.unique(y, return_inverse=True)
+    k = len(est.classes_)
+    if k < 2:
+        raise ValueError(f"the training data hold a single class ({est.classes_[0]!r}): a classifier needs "
+                         f"samples of at least 2 classes; got 1 class")
+    y_idx = y_idx.astype(np.float64) if k == 2 else y_idx
+    kk, m = (1 if k == 2 else k), X.shape[1]
+    c = _penalty_factors(est, X, y_idx, kk)
+    mats = _prepared(_as_2d(X))
+    fun, size = _objective(est, X, y_idx, k, c, mats)
+    solver = _solver_for(est, k)
+    if solver == 'tron':
+        if k > 2: raise ValueError("solver='tron' is implemented for two classes; use 'lbfgs' or 'auto' for more")
+        res = tron(fun, _binary_curvature(est, mats, y_idx, c[0]), np.zeros(size), est.tol, est.max_iter)
+    else:
+        sampled = est.method in ('gaussian', 'mc')
+        res = optimize.minimize(fun, np.zeros(size), jac=True, method='L-BFGS-B',
+                                options=dict(maxiter=est.max_iter, maxls=50, gtol=est.tol,
+                                             ftol=0.0 if sampled else 64 * np.finfo(float).eps))
+    if res.status == 1 and est.method not in ('gaussian', 'mc'):
+        warnings.warn(f"{solver} did not converge in max_iter={est.max_iter} iterations; increase max_iter or tol",
+                      ConvergenceWarning)
+    est.coef_ = res.x[:kk * m].reshape(kk, m)
+    est.intercept_ = res.x[kk * m:] if est.fit_intercept else np.zeros(kk)
+    est.n_iter_ = np.array([max(int(res.nit), 1)])
+    if est.feature_penalty is not None: est.feature_penalty_ = c[0] if k == 2 else c
+    est.optimize_result_ = res
+    return est
+
+# %% ../nbs/02_logistic.ipynb #61837bba
+def _decision_function(est, X):
+    "Mean logit `X @ coef_.T + intercept_` ('scaled'), or the log-odds / log-probabilities of the averaged prediction."
+    check_is_fitted(est)
+    X = validate_data(est, X, accept_sparse='csr', dtype=np.float64, reset=False)
+    scores = np.asarray(X @ est.coef_.T) + est.intercept_
+    p = est._p
+    if est.prediction == 'averaged' and p > 0:
+        q = 1 - p
+        if len(est.classes_) == 2:
+            var = np.asarray(_power(X, 2) @ (est.coef_[0] ** 2)) * (1 - q) / q
+            x, wt = np.polynomial.hermite.hermgauss(est.n_nodes)
+            S = scores + np.sqrt(2 * var)[:, None] * x
+            log_wt = np.log(wt / np.sqrt(np.pi))
+            scores = (special.logsumexp(log_wt + _logsig(S), axis=1) - special.logsumexp(log_wt + _logsig(-S), axis=1))[:, None]
+        else:
+            cov = dropout_logit_cov(X, est.coef_.T / q, p)
+            pts, wts = sigma_points(torch.as_tensor(scores), torch.as_tensor(cov))
+            scores = torch.logsumexp(torch.log_softmax(pts, -1) + torch.log(wts)[None, :, None], 1).numpy()
+    return scores[:, 0] if len(est.classes_) == 2 else scores
+
+def _predict_log_proba(est, X):
+    "Log class probabilities; binary: `(log σ(-d), log σ(d))` for the decision `d`."
+    d = _decision_function(est, X)
+    return special.log_softmax(np.c_[-d, d] / 2 if d.ndim == 1 else d, axis=1)
+
+# %% ../nbs/02_logistic.ipynb #034c8734
+def logistic_loglik_closed_form_hess(mu, var, y):
+    """Second derivatives of `logistic_loglik_closed_form`'s value per example:
+    `(d²/dmu², d²/dmu dvar, d²/dvar²)`."""
+    mu, var, y = (np.asarray(a, dtype=np.float64) for a in (mu, var, y))
+    t = 2 * y - 1
+    c = 1 / np.sqrt(1 + KAPPA * var)
+    a = t * mu * c
+    s = special.expit(a) * special.expit(-a)                 # σ(a)σ(-a) = σ'(a)
+    bracket = np.where(a > 0, _logsig(a) - a * special.expit(-a), -np.logaddexp(0.0, a) + a * special.expit(a))
+    return -s * c, 0.5 * KAPPA * t * c * c * a * s, -0.25 * KAPPA ** 2 * c ** 3 * (bracket + a * a * s)
+
+def logistic_loglik_plain_hess(mu, var, y):
+    "Plain LR: `(d²/dmu², 0, 0)` per example."
+    mu = np.asarray(mu, dtype=np.float64)
+    return -special.expit(mu) * special.expit(-mu), np.zeros_like(mu), np.zeros_like(mu)
+
+# %% ../nbs/02_logistic.ipynb #f45f5dd1
+def _a_minus_tanh_over_a3(a):
+    "(a - tanh a) / a³ for a >= 0, its series 1/3 - 2a²/15 below 0.01 (no cancellation)."
+    a_safe = np.maximum(a, 1e-2)
+    return np.where(a < 1e-2, 1 / 3 - 2 * a * a / 15, (a_safe - np.tanh(a_safe)) / a_safe ** 3)
+
+def _sinh_over(mu, log_den):
+    "sinh(mu) / exp(log_den), without overflow for large |mu|."
+    am = np.abs(mu)[..., None]
+    log_sinh = np.where(am < 20, np.log(np.sinh(np.minimum(am, 20)) + (am == 0)), am - np.log(2))
+    return np.sign(mu)[..., None] * np.exp(log_sinh - log_den)
+
+def logistic_loglik_quadrature_hess(mu, var, y, n_nodes=20):
+    """Second derivatives of the Gauss-Hermite rule of `logistic_loglik_quadrature` per example:
+    `(d²/dmu², d²/dmu dvar, d²/dvar²)`, finite at `var = 0` and at the extremes."""
+    mu, var = np.asarray(mu, dtype=np.float64), np.asarray(var, dtype=np.float64)
+    x, wt = np.polynomial.hermite.hermgauss(n_nodes)
+    wt = wt / np.sqrt(np.pi)
+    S = mu[..., None] + np.sqrt(2 * var)[..., None] * x
+    d_mumu = -(wt * special.expit(S) * special.expit(-S)).sum(-1)
+    pos = x > 0
+    xp, wp = x[pos], wt[pos]
+    a = np.sqrt(2 * var)[..., None] * xp                       # half-widths of the symmetric node pairs
+    log_den = np.logaddexp(_log_cosh(mu)[..., None], _log_cosh(a))
+    g_den = np.exp(_log_sinhc(a) - log_den)                    # (sinh a / a) / (cosh mu + cosh a)
+    d_muvar = (wp * xp ** 2 * g_den * _sinh_over(mu, log_den)).sum(-1)
+    rho = np.exp(_log_cosh(a) - log_den)                       # cosh a / (cosh mu + cosh a)
+    d_varvar = -(wp * xp ** 4 * (rho * _a_minus_tanh_over_a3(a) - g_den ** 2)).sum(-1)
+    return d_mumu, d_muvar, d_varvar
+
+# %% ../nbs/02_logistic.ipynb #0c2ad8bc
+BINARY_HESSIANS = {'closed_form': logistic_loglik_closed_form_hess, 'quadrature': logistic_loglik_quadrature_hess,
+                   'none': logistic_loglik_plain_hess}
+
+def dropout_loglik_hessp(X,                    # inputs (n, m), dense or SciPy sparse
+                         y,                    # binary labels 0/1 (n,)
+                         w,                    # raw weights (m,)
+                         v,                    # the direction's weight part (m,)
+                         p=0.5,                # drop rate, scalar or one per input
+                         b=0.0,                # intercept
+                         v_b=0.0,              # the direction's intercept part
+                         method='closed_form', # 'closed_form', 'quadrature' or 'none' (the deterministic objectives)
+                         n_nodes=20,           # Gauss-Hermite nodes for 'quadrature'
+                        ):
+    """`(H v)_w, (H v)_b`: the Hessian of `dropout_loglik`'s `L` in `(w, b)` times the direction `(v, v_b)`; exact,
+    four sparse products."""
+    if method not in BINARY_HESSIANS:
+        raise ValueError(f"method must be one of {tuple(BINARY_HESSIANS)} (deterministic); got {method!r}")
+    X, y, w, q = _check_problem(X, y, w, p)
+    v = np.asarray(v, dtype=np.float64)
+    if v.shape != w.shape: raise ValueError(f"v must have the shape of w, {w.shape}; got {v.shape}")
+    X2, extra = _power(X, 2), ((n_nodes,) if method == 'quadrature' else ())
+    mean, var = dropout_moments(X, w, p)
+    _, _, dvar = BINARY_LOGLIKS[method](mean + b, var, y, *extra)
+    h_mm, h_mv, h_vv = BINARY_HESSIANS[method](mean + b, var, y, *extra)
+    d_mu = q * (X @ v) + v_b                                   # the direction's change of the mean ...
+    d_var = 2 * q * (1 - q) * (X2 @ (w * v))                   # ... and of the variance
+    dd_mu, dd_var = h_mm * d_mu + h_mv * d_var, h_mv * d_mu + h_vv * d_var
+    Hv = q * (X.T @ dd_mu) + 2 * q * (1 - q) * (v * (X2.T @ dvar) + w * (X2.T @ dd_var))
+    return Hv, float(np.sum(dd_mu))
+
+# %% ../nbs/02_logistic.ipynb #c90fcca6
+def dropout_loglik_torch(X, y, wb, p=0.5, method='closed_form', n_nodes=20):
+    """`dropout_loglik`'s `L` for the deterministic methods written in torch, a function of `wb = (w, b)` (a tensor)
+    that autograd differentiates to any order: the reference for the derivatives above. `X` dense."""
+    mean, var = dropout_moments(np.asarray(X, dtype=np.float64), wb[:-1], p)
+    mu, t = mean + wb[-1], torch.as_tensor(2 * np.asarray(y, dtype=np.float64) - 1)
+    if method == 'closed_form': return logsigmoid_mean(t * mu, var).sum()
+    if method == 'none': return torch.nn.functional.logsigmoid(t * mu).sum()
+    if method != 'quadrature': raise ValueError(f"method must be 'closed_form', 'quadrature' or 'none'; got {method!r}")
+    x, wt = np.polynomial.hermite.hermgauss(n_nodes)
+    S = mu[:, None] + torch.sqrt(2 * var)[:, None] * torch.as_tensor(x)
+    return (torch.as_tensor(wt / np.sqrt(np.pi)) * torch.nn.functional.logsigmoid(t[:, None] * S)).sum()
+
+# %% ../nbs/02_logistic.ipynb #c50d19a1
 def _prepared(X):
     """`(X, X², Xᵀ, (X²)ᵀ)` for a CSR or dense `X`, made once per fit: the transposes as CSR (a product with a
     transposed CSR matrix is about 3 times slower than with its CSR transpose), and `X² = X` for binary features."""
@@ -320,168 +649,83 @@ def _prepared(X):
     XT = X.T.tocsr()
     return X, X2, XT, (XT if binary else X2.T.tocsr())
 
-def _generator(random_state):
-    "A NumPy Generator from None, an int, a Generator or a RandomState."
-    if isinstance(random_state, np.random.RandomState): random_state = random_state.randint(2 ** 32)
-    return np.random.default_rng(random_state)
-
-class FastDropoutLogisticRegression(ClassifierMixin, BaseEstimator):
-    """Logistic regression (binary or multinomial) trained with dropout of its inputs, exactly in expectation
-    via fast dropout's Gaussian approximation ('closed_form', 'quadrature'), by sampling ('gaussian', 'mc'),
-    or without dropout ('none'). `p`: drop rate of each input (the intercept is never dropped); `C`: inverse
-    L2 strength on `coef_` as in `LogisticRegression` (the authors' setting is `C=12.5` at `p=0.5`);
-    `n_samples`: draws per example and evaluation for the sampled methods; `n_nodes`: Gauss-Hermite nodes;
-    `prediction`: 'scaled' (mean logit) or 'averaged' (probability averaged over the dropout Gaussian);
-    `feature_penalty`: None (one L2 strength), 'informativeness' (appendix A.3, chapter `bayes`), per-feature factors
-    `c` of shape `(m,)` or `(n_logits, m)`, or a callable `(X, y) -> c`; the penalty is `sum c * coef_**2 / (2C)`."""
-    def __init__(self, p=0.5, method='closed_form', C=1.0, fit_intercept=True, tol=1e-4, max_iter=250,
-                 n_samples=100, n_nodes=20, prediction='scaled', random_state=None, feature_penalty=None):
-        self.p, self.method, self.C, self.fit_intercept = p, method, C, fit_intercept
-        self.tol, self.max_iter, self.n_samples, self.n_nodes = tol, max_iter, n_samples, n_nodes
-        self.prediction, self.random_state, self.feature_penalty = prediction, random_state, feature_penalty
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        tags.non_deterministic = self.method in ('gaussian', 'mc') and self.random_state is None
-        return tags
-
-    def _validate_params(self):
-        if self.method not in METHODS: raise ValueError(f"method must be one of {METHODS}; got {self.method!r}")
-        if self.prediction not in PREDICTIONS: raise ValueError(f"prediction must be one of {PREDICTIONS}; got {self.prediction!r}")
-        if isinstance(self.p, bool) or not isinstance(self.p, numbers.Real): raise ValueError(f"p must be a number in [0, 1); got {self.p!r}")
-        check_rate(float(self.p), 'p')
-        if not (isinstance(self.C, numbers.Real) and np.isfinite(self.C) and self.C > 0): raise ValueError(f"C must be a finite number > 0; got {self.C!r}")
-        if not (isinstance(self.tol, numbers.Real) and self.tol >= 0): raise ValueError(f"tol must be a number >= 0; got {self.tol!r}")
-        for name in ('max_iter', 'n_samples', 'n_nodes'):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1: raise ValueError(f"{name} must be an integer >= 1; got {v!r}")
-        fp = self.feature_penalty
-        if not (fp is None or callable(fp) or (isinstance(fp, str) and fp == 'informativeness') or
-                (not isinstance(fp, str) and np.ndim(fp) in (1, 2))):
-            raise ValueError(f"feature_penalty must be None, 'informativeness', an array of per-feature factors or a "
-                             f"callable (X, y) -> factors; got {fp!r}")
-
-    def _penalty_factors(self, X, y, kk):
-        "The per-feature penalty factors, shape `(kk, m)` (ones without `feature_penalty`); `y`: class indices."
-        m, fp = X.shape[1], self.feature_penalty
-        if fp is None: return np.ones((kk, m))
-        if isinstance(fp, str):
-            from fastdropout_nb.bayes import informativeness_penalty   # chapter 03 (appendix A.3)
-            fp = informativeness_penalty
-        c = fp(X, y) if callable(fp) else fp
-        try: c = np.asarray(c, dtype=np.float64)
-        except (TypeError, ValueError): raise ValueError(f"feature_penalty must give numbers; got {c!r}") from None
-        if c.shape not in ((m,), (1, m), (kk, m)):
-            raise ValueError(f"feature_penalty must have shape ({m},) or ({kk}, {m}) (one factor per feature, or per "
-                             f"logit and feature); got {c.shape}")
-        if not (np.all(np.isfinite(c)) and np.all(c >= 0)):
-            raise ValueError("feature_penalty factors must be finite and >= 0")
-        return np.broadcast_to(c, (kk, m)).copy()
-
-    @property
-    def _p(self): return 0.0 if self.method == 'none' else float(self.p)
-
-    def _loglik(self, coef, b, mats, y, rng):
-        """The method's expected log-likelihood, summed over rows, and its gradient in `(coef, b)` (effective weights);
-        `mats = (X, X², Xᵀ, (X²)ᵀ)`, prepared once per fit by `_objective`."""
-        p, method = self._p, self.method
-        q = 1 - p
-        X, X2, XT, X2T = mats
-        if coef.shape[0] == 1 and method in BINARY_LOGLIKS:     # binary, deterministic: two (four) sparse products
-            c0, b0 = coef[0], b[0]
-            mean = np.asarray(X @ c0).ravel() + b0              # E[S] = q w·x + b = coef·x + b
-            var = np.asarray(X2 @ ((p / q) * c0 * c0)).ravel() if p > 0 else np.zeros_like(mean)   # q p w² = (p/q) coef²
-            fn = BINARY_LOGLIKS[method]
-            value, dmu, dvar = fn(mean, var, y, self.n_nodes) if method == 'quadrature' else fn(mean, var, y)
-            g = np.asarray(XT @ dmu).ravel()
-            if p > 0: g = g + (2 * p / q) * c0 * np.asarray(X2T @ dvar).ravel()
-            return float(value.sum()), g[None, :], np.atleast_1d(np.sum(dmu))
-        W = coef.T / q                                          # raw weights: E[S] = q W·x + b = coef·x + b
-        if coef.shape[0] == 1:                                  # binary, sampled
-            w, b0 = W[:, 0], b[0]
-            if method == 'gaussian': value, gw, gb = gaussian_dropout_loglik(X, y, w, p, b0, self.n_samples, rng)
-            else: value, gw, gb = mc_dropout_loglik(X, y, w, p, b0, self.n_samples, rng)
-            gW, gb = gw[:, None], np.atleast_1d(gb)
-        elif method == 'mc': value, gW, gb = mc_softmax_dropout_loglik(X, y, W, p, b, self.n_samples, rng)
-        else:
-            value, gW, gb = softmax_dropout_loglik(X, y, W, p, b, _SOFTMAX_METHOD[method], 'full', self.n_samples,
-                                                   None if rng is None else int(rng.integers(2 ** 62)))
-        return float(value), gW.T / q, gb                      # d/dcoef = (d/dW) / q
-
-    def _objective(self, X, y, k, c=None):
-        """The function minimised by `fit`: `theta -> (value, gradient)`, `theta` = coef (row-major) then intercepts;
-        `y` holds class indices `0..k-1`; `c`: the penalty factors (from `feature_penalty` if None). Returns the
-        function and the length of `theta`."""
-        X = _as_2d(X); n, m = X.shape
-        kk = 1 if k == 2 else k
-        mats = _prepared(X)
-        c = self._penalty_factors(X, y, kk) if c is None else c
-        rng = _generator(self.random_state) if self.method in ('gaussian', 'mc') else None
-        def fun(theta):
-            coef = theta[:kk * m].reshape(kk, m)
-            b = theta[kk * m:] if self.fit_intercept else np.zeros(kk)
-            value, gcoef, gb = self._loglik(coef, b, mats, y, rng)
-            grad = np.concatenate([-gcoef.ravel() + (c * coef).ravel() / self.C, -gb if self.fit_intercept else []])
-            return (-value + 0.5 / self.C * np.sum(c * coef * coef)) / n, grad / n
-        return fun, kk * m + (kk if self.fit_intercept else 0)
-
-    def fit(self, X, y):
-        "Fit on `X` (n, m), dense or SciPy sparse, and labels `y` (n,)."
-        self._validate_params()
-        X, y = validate_data(self, X, y, accept_sparse='csr', dtype=np.float64)
-        check_classification_targets(y)
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
-        k = len(self.classes_)
-        if k < 2:
-            raise ValueError(f"the training data hold a single class ({self.classes_[0]!r}): a classifier needs "
-                             f"samples of at least 2 classes; got 1 class")
-        y_idx = y_idx.astype(np.float64) if k == 2 else y_idx
-        c = self._penalty_factors(X, y_idx, 1 if k == 2 else k)
-        fun, size = self._objective(X, y_idx, k, c)
-        sampled = self.method in ('gaussian', 'mc')
-        res = optimize.minimize(fun, np.zeros(size), jac=True, method='L-BFGS-B',
-                                options=dict(maxiter=self.max_iter, maxls=50, gtol=self.tol,
-                                             ftol=0.0 if sampled else 64 * np.finfo(float).eps))
-        if res.status == 1 and not sampled:
-            warnings.warn(f"L-BFGS-B did not converge in max_iter={self.max_iter} iterations; increase max_iter "
-                          f"or tol", ConvergenceWarning)
-        kk, m = (1 if k == 2 else k), X.shape[1]
-        self.coef_ = res.x[:kk * m].reshape(kk, m)
-        self.intercept_ = res.x[kk * m:] if self.fit_intercept else np.zeros(kk)
-        self.n_iter_ = np.array([max(int(res.nit), 1)])
-        if self.feature_penalty is not None: self.feature_penalty_ = c[0] if k == 2 else c
-        self.optimize_result_ = res
-        return self
-
-    def decision_function(self, X):
-        "Mean logit `X @ coef_.T + intercept_` ('scaled'), or the log-odds / log-probabilities of the averaged prediction."
-        check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse='csr', dtype=np.float64, reset=False)
-        scores = np.asarray(X @ self.coef_.T) + self.intercept_
-        p = self._p
-        if self.prediction == 'averaged' and p > 0:
-            q = 1 - p
-            if len(self.classes_) == 2:
-                var = np.asarray(_power(X, 2) @ (self.coef_[0] ** 2)) * (1 - q) / q
-                x, wt = np.polynomial.hermite.hermgauss(self.n_nodes)
-                S = scores + np.sqrt(2 * var)[:, None] * x
-                log_wt = np.log(wt / np.sqrt(np.pi))
-                scores = (special.logsumexp(log_wt + _logsig(S), axis=1) - special.logsumexp(log_wt + _logsig(-S), axis=1))[:, None]
+# %% ../nbs/02_logistic.ipynb #231351c6
+def _binary_curvature(est, mats, y, c):
+    """`theta -> (hessp, diag)` for `_objective`'s binary deterministic function: its exact Hessian-vector product
+    (`dropout_loglik_hessp` in effective weights, penalty and `1/n` scaling) and a positive diagonal preconditioner."""
+    X, X2, XT, X2T = mats
+    n, m = X.shape
+    p = est._p; q = 1 - p; r = 2 * p / q                    # var = X² ((p/q) coef²): d var / d coef = X² (r coef)
+    extra = (est.n_nodes,) if est.method == 'quadrature' else ()
+    def at(theta):
+        coef, b = theta[:m], (theta[m] if est.fit_intercept else 0.0)
+        mean = np.asarray(X @ coef).ravel() + b
+        var = np.asarray(X2 @ ((p / q) * coef * coef)).ravel() if p > 0 else np.zeros_like(mean)
+        dvar = BINARY_LOGLIKS[est.method](mean, var, y, *extra)[2]
+        h_mm, h_mv, h_vv = BINARY_HESSIANS[est.method](mean, var, y, *extra)
+        X2T_dvar = np.asarray(X2T @ dvar).ravel() if p > 0 else 0.0
+        def hessp(v):
+            u = v[:m]
+            d_mu = np.asarray(X @ u).ravel() + (v[m] if est.fit_intercept else 0.0)
+            if p > 0:
+                d_var = np.asarray(X2 @ (r * coef * u)).ravel()
+                dd_mu, dd_var = h_mm * d_mu + h_mv * d_var, h_mv * d_mu + h_vv * d_var
+                Hu = np.asarray(XT @ dd_mu).ravel() + r * (u * X2T_dvar + coef * np.asarray(X2T @ dd_var).ravel())
             else:
-                cov = dropout_logit_cov(X, self.coef_.T / q, p)
-                pts, wts = sigma_points(torch.as_tensor(scores), torch.as_tensor(cov))
-                scores = torch.logsumexp(torch.log_softmax(pts, -1) + torch.log(wts)[None, :, None], 1).numpy()
-        return scores[:, 0] if len(self.classes_) == 2 else scores
+                dd_mu = h_mm * d_mu; Hu = np.asarray(XT @ dd_mu).ravel()
+            return np.r_[-Hu + c * u / est.C, [-dd_mu.sum()] if est.fit_intercept else []] / n
+        # the diagonal without the cross terms: -h_mm >= 0, -dvar >= 0 (log σ is concave), so every entry is > 0
+        diag = np.r_[np.asarray(X2T @ (-h_mm - r * dvar)).ravel() + c / est.C, [-h_mm.sum()] if est.fit_intercept else []] / n
+        return hessp, np.maximum(diag, 1e-12 * diag.max())
+    return at
 
-    def predict_log_proba(self, X):
-        d = self.decision_function(X)
-        return special.log_softmax(np.c_[-d, d] / 2 if d.ndim == 1 else d, axis=1)   # binary: (log σ(-d), log σ(d))
+# %% ../nbs/02_logistic.ipynb #e62a0321
+def _steihaug_pcg(hessp, g, M, delta, cg_tol, max_cg):
+    """Approximately minimise `g·s + s·Hs/2` over `||s||_M <= delta` by conjugate gradients preconditioned with the
+    diagonal `M` (Steihaug): returns `(s, residual -g - Hs, Hessian-vector products used)`."""
+    s = np.zeros_like(g); r = -g; z = r / M; d = z.copy(); rz = r @ z
+    for i in range(max_cg):
+        if np.sqrt(r @ r) <= cg_tol: return s, r, i
+        Hd = hessp(d); dHd = d @ Hd
+        alpha = rz / dHd if dHd > 0 else np.inf
+        s_new = s + alpha * d
+        if dHd <= 0 or (s_new * M) @ s_new > delta * delta:     # to the boundary: ||s + tau d||_M = delta
+            sMd, dMd, sMs = (s * M) @ d, (d * M) @ d, (s * M) @ s
+            tau = (-sMd + np.sqrt(sMd * sMd + dMd * (delta * delta - sMs))) / dMd
+            return s + tau * d, r - tau * Hd, i + 1
+        s, r = s_new, r - alpha * Hd
+        z = r / M; rz_new = r @ z
+        d = z + (rz_new / rz) * d; rz = rz_new
+    return s, r, max_cg
 
-    def predict_proba(self, X):
-        "Class probabilities, columns in the order of `classes_`."
-        return np.exp(self.predict_log_proba(X))
-
-    def predict(self, X):
-        d = self.decision_function(X)
-        return self.classes_[(d > 0).astype(int) if d.ndim == 1 else d.argmax(1)]
+# %% ../nbs/02_logistic.ipynb #f4d410f9
+def tron(fun,           # x -> (f, g)
+         curvature,     # x -> (hessp, diag): v -> H v at x, and a positive diagonal preconditioner
+         x0,            # the start
+         tol=1e-4,      # stop when max|g| <= tol
+         max_iter=250,  # at most this many Newton iterations
+         eta_cg=0.3,    # CG stops when its residual is below eta_cg ||g||
+         max_cg=250,    # at most this many CG steps per iteration
+        ):
+    """Minimise `fun` by trust-region Newton with preconditioned CG (Lin, Weng & Keerthi 2008, liblinear's TRON);
+    returns a `scipy.optimize.OptimizeResult` (`nhev`: Hessian-vector products)."""
+    x = np.array(x0, dtype=np.float64); f, g = fun(x); hessp, M = curvature(x)
+    delta = np.sqrt(g @ (g / M)); nfev, nhev, nit, status = 1, 0, 0, 0
+    while np.abs(g).max() > tol:
+        if nit == max_iter: status = 1; break
+        nit += 1
+        s, r, k = _steihaug_pcg(hessp, g, M, delta, eta_cg * np.sqrt(g @ g), max_cg); nhev += k
+        gs = g @ s; prered = -0.5 * (gs - s @ r)                  # the model's predicted decrease
+        f_new, g_new = fun(x + s); nfev += 1
+        actred, snorm = f - f_new, np.sqrt((s * M) @ s)
+        if nit == 1: delta = min(delta, snorm)
+        alpha = 4.0 if f_new - f - gs <= 0 else max(0.25, -0.5 * gs / (f_new - f - gs))
+        if actred < 1e-4 * prered: delta = min(max(alpha, 0.25) * snorm, 0.5 * delta)      # liblinear's update
+        elif actred < 0.25 * prered: delta = max(0.25 * delta, min(alpha * snorm, 0.5 * delta))
+        elif actred < 0.75 * prered: delta = max(0.25 * delta, min(alpha * snorm, 4.0 * delta))
+        else: delta = max(delta, min(alpha * snorm, 4.0 * delta))
+        if actred > 1e-4 * prered:
+            x, f, g = x + s, f_new, g_new; hessp, M = curvature(x)
+        if prered <= 1e-15 * abs(f) or delta <= 1e-15 * np.sqrt((x * M) @ x): status = 2; break   # no decrease left
+    return optimize.OptimizeResult(x=x, fun=f, jac=g, nit=nit, nfev=nfev, nhev=nhev, status=status, success=status == 0,
+                                   message=['max|g| <= tol', 'max_iter reached', 'no further decrease possible'][status])

@@ -395,3 +395,140 @@ def test_check_estimator(kw):
     bad = [(r['check_name'], str(r['exception'])[:200]) for r in results
            if r['status'] == 'failed' or (r['status'] == 'skipped' and r['check_name'] not in SKIPPED_BY_SKLEARN)]
     assert not bad, bad
+
+
+# ----------------------------------------------------------------------------------------------
+# second derivatives, the Hessian-vector product and the trust-region Newton solver (chapter 02, §8)
+
+import torch
+from fastdropout_nb.logistic import (dropout_loglik_hessp, dropout_loglik_torch, logistic_loglik_closed_form_hess,
+                                     logistic_loglik_quadrature, logistic_loglik_quadrature_hess, tron,
+                                     _binary_curvature, _prepared, _as_2d)
+from fastdropout_nb.moments import logsigmoid_mean
+
+DET = ['closed_form', 'quadrature', 'none']
+
+
+@given(mu=st.lists(st.floats(-30, 30), min_size=1, max_size=6), var=st.floats(0.0, 50.0), y=st.sampled_from([0.0, 1.0]))
+@settings(max_examples=40)
+def test_closed_form_second_derivatives_are_autograds(mu, var, y):
+    mu = np.array(mu); var_ = np.full_like(mu, var); yy = np.full_like(mu, y)
+    mu_t, var_t = torch.tensor(mu, requires_grad=True), torch.tensor(var_, requires_grad=True)
+    g_mu, g_var = torch.autograd.grad(logsigmoid_mean((2 * y - 1) * mu_t, var_t).sum(), [mu_t, var_t], create_graph=True)
+    h_mm, h_mv = torch.autograd.grad(g_mu.sum(), [mu_t, var_t], retain_graph=True)
+    h_vv = torch.autograd.grad(g_var.sum(), var_t)[0]
+    for mine, ref in zip(logistic_loglik_closed_form_hess(mu, var_, yy), (h_mm, h_mv, h_vv)):
+        assert np.allclose(mine, ref.numpy(), rtol=1e-8, atol=1e-13)
+
+
+@given(mu=st.lists(st.floats(-30, 30), min_size=1, max_size=6), var=st.floats(0.0, 50.0), y=st.sampled_from([0.0, 1.0]),
+       n_nodes=st.sampled_from([10, 20, 40]))
+@settings(max_examples=40)
+def test_quadrature_second_derivatives_are_the_rules(mu, var, y, n_nodes):
+    "Central differences of the rule's own first derivatives (one-sided in var at 0)."
+    mu = np.array(mu); v = np.full_like(mu, var); yy = np.full_like(mu, y); h = 1e-6
+    first = lambda m_, v_: np.array(logistic_loglik_quadrature(m_, v_, yy, n_nodes)[1:])
+    h_mm, h_mv, h_vv = logistic_loglik_quadrature_hess(mu, v, yy, n_nodes)
+    fd_mu = (first(mu + h, v) - first(mu - h, v)) / (2 * h)
+    lo = np.maximum(v - h, 0); fd_var = (first(mu, v + h) - first(mu, lo)) / (v + h - lo)
+    tol = 1e-5 if var < h else 1e-6
+    assert np.allclose(fd_mu[0], h_mm, atol=1e-7) and np.allclose(fd_mu[1], h_mv, atol=1e-7)
+    assert np.allclose(fd_var[0], h_mv, atol=tol) and np.allclose(fd_var[1], h_vv, atol=tol)
+
+
+def check_hessp(hessp, X, y, w, b, u, u_b, p, method):
+    "`hessp(...) -> (Hu, Hu_b)` equals torch's Hessian-vector product and central differences of the gradient."
+    Hu, Hu_b = hessp(X, y, w, u, p, b, u_b, method)
+    X_dense = X.toarray() if sp.issparse(X) else X
+    ref = torch.autograd.functional.hvp(lambda wb: dropout_loglik_torch(X_dense, y, wb, p, method),
+                                        torch.tensor(np.r_[w, b]), torch.tensor(np.r_[u, u_b]))[1].numpy()
+    scale = np.abs(ref).max() + 1e-12
+    assert np.abs(np.r_[Hu, Hu_b] - ref).max() <= 1e-8 * scale, 'Hessian-vector product differs from autograd'
+    h = 1e-6
+    plus, minus = dropout_loglik(X, y, w + h * u, p, b + h * u_b, method), dropout_loglik(X, y, w - h * u, p, b - h * u_b, method)
+    fd = np.r_[plus[1] - minus[1], plus[2] - minus[2]] / (2 * h)
+    assert np.abs(np.r_[Hu, Hu_b] - fd).max() <= 1e-5 * scale, 'Hessian-vector product differs from central differences'
+
+
+@given(seed=st.integers(0, 10_000), m=st.integers(1, 10), p=st.floats(0.0, 0.9), method=st.sampled_from(DET),
+       sparse=st.booleans(), kind=st.sampled_from(['gauss', 'binary']))
+@settings(max_examples=40)
+def test_hessp_is_autograds_and_finite_differences(seed, m, p, method, sparse, kind):
+    X, y, w, b = random_problem(seed, n=15, m=m, kind=kind)
+    if kind == 'binary': X[:, 0] = 1.0          # every row has a nonzero: var > 0 (torch's sqrt(2 var) is not differentiable at 0)
+    u, u_b = np.random.default_rng(seed + 1).normal(size=m), 0.7
+    check_hessp(dropout_loglik_hessp, sp.csr_matrix(X) if sparse else X, y, w, b, u, u_b, p, method)
+
+
+def hessp_without_variance_term(X, y, w, v, p, b, v_b, method):
+    "Broken: the product rule's u ⊙ (X²)ᵀℓ_v term forgotten."
+    Hu, Hu_b = dropout_loglik_hessp(X, y, w, v, p, b, v_b, method)
+    q = 1 - p; mean, var = dropout_moments(X, w, p)
+    return Hu - 2 * q * (1 - q) * v * ((X * X).T @ logistic_loglik_closed_form(mean + b, var, y)[2]), Hu_b
+
+
+def hessp_std_for_var(X, y, w, v, p, b, v_b, method):
+    "Broken: the second derivatives evaluated at the standard deviation instead of the variance."
+    import fastdropout_nb.logistic as L
+    orig = L.BINARY_HESSIANS['closed_form']
+    L.BINARY_HESSIANS['closed_form'] = lambda mu, var, y: orig(mu, np.sqrt(var), y)
+    try: return dropout_loglik_hessp(X, y, w, v, p, b, v_b, method)
+    finally: L.BINARY_HESSIANS['closed_form'] = orig
+
+
+@pytest.mark.parametrize('broken', [hessp_without_variance_term, hessp_std_for_var])
+def test_hessp_check_catches_broken_products(broken):
+    X, y, w, b = random_problem(3, n=20, m=6)
+    with pytest.raises(AssertionError):
+        check_hessp(broken, X, y, w, b, np.ones(6), 0.3, 0.5, 'closed_form')
+
+
+@given(seed=st.integers(0, 10_000), p=st.floats(0.0, 0.9), method=st.sampled_from(DET), binary=st.booleans(),
+       sparse=st.booleans(), intercept=st.booleans())
+@settings(max_examples=30)
+def test_estimator_curvature_is_dropout_loglik_hessp(seed, p, method, binary, sparse, intercept):
+    "The solver's Hessian-vector product (effective weights, penalty, 1/n) is `dropout_loglik_hessp`'s; its diagonal > 0."
+    rng = np.random.default_rng(seed)
+    X = rng.random((25, 7)) * (rng.random((25, 7)) < 0.5)
+    if binary: X = (X > 0).astype(float)
+    y = rng.integers(0, 2, 25).astype(float); c = rng.random(7) + 0.5
+    est = FastDropoutLogisticRegression(method=method, p=p, C=1.3, fit_intercept=intercept)
+    Xd = sp.csr_matrix(X) if sparse else X
+    theta, v = rng.normal(size=7 + intercept), rng.normal(size=7 + intercept); q = 1 - est._p
+    hessp, diag = _binary_curvature(est, _prepared(_as_2d(Xd)), y, c)(theta)
+    b, v_b = (theta[-1], v[-1]) if intercept else (0.0, 0.0)
+    Hu, Hu_b = dropout_loglik_hessp(Xd, y, theta[:7] / q, v[:7] / q, est._p, b, v_b, method)
+    want = np.r_[-Hu / q + c * v[:7] / 1.3, [-Hu_b] if intercept else []] / 25
+    assert np.allclose(hessp(v), want, rtol=1e-9, atol=1e-13)
+    assert (diag > 0).all()
+
+
+@given(seed=st.integers(0, 1000), method=st.sampled_from(['closed_form', 'quadrature']), p=st.sampled_from([0.2, 0.5]))
+@settings(max_examples=8, deadline=None)
+def test_tron_reaches_lbfgs_optimum(seed, method, p):
+    "Same optimum: both solvers at a tight tolerance agree; at the default one, both stop with max|g| <= tol."
+    X, y = _data(seed, n=80, m=12)
+    X = sp.csr_matrix((np.abs(X) > 0.8).astype(float))
+    fits = {s: FastDropoutLogisticRegression(method=method, p=p, C=3.0, solver=s, tol=1e-10, max_iter=5000).fit(X, y)
+            for s in ('tron', 'lbfgs')}
+    scale = np.abs(fits['lbfgs'].coef_).max() + 1e-3
+    assert np.abs(fits['tron'].coef_ - fits['lbfgs'].coef_).max() <= 1e-5 * scale
+    assert abs(fits['tron'].intercept_[0] - fits['lbfgs'].intercept_[0]) <= 1e-5 * scale
+    est = FastDropoutLogisticRegression(method=method, p=p, C=3.0).fit(X, y)
+    assert est.optimize_result_.success and np.abs(est.optimize_result_.jac).max() <= est.tol
+
+
+def test_tron_minimises_a_quadratic_in_one_step():
+    A = np.diag([1.0, 10.0, 100.0]); g0 = np.array([1.0, -2.0, 3.0])
+    res = tron(lambda x: (0.5 * x @ A @ x + g0 @ x, A @ x + g0), lambda x: (lambda v: A @ v, np.diag(A).copy()), np.zeros(3), tol=1e-12)
+    assert res.success and np.allclose(res.x, -np.linalg.solve(A, g0))
+
+
+def test_solver_choice_and_refusals():
+    X, y = _data(0)
+    assert FastDropoutLogisticRegression(method='closed_form').fit(X, y).optimize_result_.message == 'max|g| <= tol'
+    assert 'nhev' not in FastDropoutLogisticRegression(method='none').fit(X, y).optimize_result_   # plain LR: L-BFGS-B
+    with pytest.raises(ValueError, match='solver must be one of'): FastDropoutLogisticRegression(solver='newton').fit(X, y)
+    with pytest.raises(ValueError, match='deterministic objective'): FastDropoutLogisticRegression(method='mc', solver='tron').fit(X, y)
+    X3, y3 = _data(0, k=3)
+    with pytest.raises(ValueError, match='two classes'): FastDropoutLogisticRegression(solver='tron').fit(X3, y3)
