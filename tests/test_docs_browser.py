@@ -12,8 +12,9 @@ them into a temporary folder and opens each page in headless Chromium, after Mat
   `10_lr_table` with its figures) are also shot whole into `_docs/screenshots/` (or
   `$FASTDROPOUT_NB_SCREENSHOTS`), and must show their figures and equations.
 
-`FASTDROPOUT_NB_BROWSER_PAGES=showcase` builds and checks only those three pages (about a third of
-the time). It needs `/usr/bin/chromium` (Debian package `chromium`) and MathJax (from the cache, or npm);
+By default it builds and checks only those three pages (`tests/test_docs_build.py` processes every
+notebook without a browser); `FASTDROPOUT_NB_BROWSER_PAGES=all` opens every page (about three times the
+time). It needs `/usr/bin/chromium` (Debian package `chromium`) and MathJax (from the cache, or npm);
 it is skipped where either is missing, as on CI unless chromium was installed.
 """
 import json, os, re, shutil, subprocess
@@ -50,10 +51,10 @@ window.addEventListener('load', () => {
 
 
 def _notebooks():
-    "Every notebook; with `FASTDROPOUT_NB_BROWSER_PAGES=showcase`, only the three of `SHOWCASE` (a quicker check)."
+    "The three pages of `SHOWCASE`; with `FASTDROPOUT_NB_BROWSER_PAGES=all`, every notebook."
     from fastdropout_nb.docs import doc_notebooks
     nbs = doc_notebooks(ROOT / 'nbs')
-    return [p for p in nbs if p.stem in SHOWCASE] if os.environ.get('FASTDROPOUT_NB_BROWSER_PAGES') == 'showcase' else nbs
+    return nbs if os.environ.get('FASTDROPOUT_NB_BROWSER_PAGES') == 'all' else [p for p in nbs if p.stem in SHOWCASE]
 
 
 @pytest.fixture(scope='module')
