@@ -126,7 +126,7 @@ def _quad_truth(f, mu, var):
     from fastdropout_nb.testing import gauss_quad
     return np.array([gauss_quad(f, m, v) for m, v in zip(mu, var)])
 
-# %% ../nbs/07_experiments.ipynb #0a914e2d
+# %% ../nbs/07_experiments.ipynb #59c0e235
 def _within(entry, err, truth, mu, vmax, slack=0.0):
     "Whether every error is within the entry's registered bound (an exact form: relative, as its generated tests)."
     if entry.exact:
@@ -162,8 +162,7 @@ def _registry_row(entry, quick=True, seed=0):
     return {'ground truth': ' + '.join(sorted(kinds)), 'max_abs_error': worst, 'at_mean': float('nan'), 'at_std': float('nan'),
             'within_bound': within}
 
-
-# %% ../nbs/07_experiments.ipynb #5f51371c
+# %% ../nbs/07_experiments.ipynb #db6aa27e
 # The stated bounds of the two rows that are not registered Gaussian expectations; every other row's is its registry entry's.
 BOUNDS = {'dropout_moments': 'exact (1e-12 relative)', 'gauss_hermite_expect(n=20)': 'exact for polynomials of degree ≤ 39; none for σ'}
 
@@ -193,7 +192,6 @@ def core_bound_text(name):
     from fastdropout_nb.moments import REGISTRY
     return REGISTRY[name].bound.text if name in REGISTRY else BOUNDS[name]
 
-
 # %% ../nbs/07_experiments.ipynb #33f2c504
 def _fmt(x): return '—' if x is None or (isinstance(x, float) and np.isnan(x)) else f'{x:.3g}'
 
@@ -213,7 +211,6 @@ def core_table(store, quick=True, seed=0, progress=print):
     lines += [f'| `{n}` | {r["ground truth"]} | {_fmt(r["max_abs_error"])} | {_fmt(r["at_mean"])} | {_fmt(r["at_std"])} '
               f'| {core_bound_text(n).replace("|", chr(92) + "|")} | {within(r)} |' for n, r in rows]
     return '\n'.join(lines)
-
 
 # %% ../nbs/07_experiments.ipynb #d447453f
 LR_METHODS = {   # row name -> FastDropoutLogisticRegression keyword arguments (p = 0.5 unless plain)
