@@ -220,7 +220,10 @@ def test_permuting_features_permutes_coef(seed, k, method):
 @settings(max_examples=12)
 def test_dense_and_sparse_give_the_same_model(seed, k, method):
     X, y = _data(seed, k=k)
-    check_dense_sparse(lambda: FastDropoutLogisticRegression(method=method, random_state=0, n_samples=10), X, y)
+    # The deterministic objectives are compared at their optimum (tight tol): stopped at the default tol, the two fits
+    # may end at different points of the same path, as a sum in another order can change a Newton step's length.
+    tight = {} if method in ('mc', 'gaussian') else dict(tol=1e-10, max_iter=1000)
+    check_dense_sparse(lambda: FastDropoutLogisticRegression(method=method, random_state=0, n_samples=10, **tight), X, y)
 
 
 class _SortsFeatures(FastDropoutLogisticRegression):
