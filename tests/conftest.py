@@ -1,6 +1,13 @@
 # Load the project's Hypothesis profiles (`ci` by default, `dev` with HYPOTHESIS_PROFILE=dev).
 import gc
+import os
 import sys
+
+# pytest-xdist (`-n`, pyproject's addopts) runs the tests in several worker processes; each worker, and every
+# process a test starts, gets an equal share of the cores for its math libraries instead of all of them.
+if 'PYTEST_XDIST_WORKER_COUNT' in os.environ:
+    _share = str(max(1, (os.cpu_count() or 1) // int(os.environ['PYTEST_XDIST_WORKER_COUNT'])))
+    for _v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS'): os.environ.setdefault(_v, _share)
 
 import pytest
 
