@@ -5,7 +5,8 @@ Usage: python benchmarks/lr_timing.py [--data-dir D] [--datasets RT-2k AthR ...]
 Per data set, one split (the first of RT-2k's standard folds, the first of a stratified 10-fold split
 for RTs, subj, CR, MPQA, the fixed train/test split of IMDB and AthR), NBSVM features (chapter
 `data`), all on one thread (BLAS and torch), with the hyperparameters of the LR table
-(`fastdropout_nb.experiments.LR_METHODS`: p = 0.5, C = 12.5 for dropout, C = 50 for plain LR):
+(`fastdropout_nb.experiments.LR_METHODS`: p = 0.5, C = 12.5 and tol = 1e-6 for dropout, C = 50 and
+scikit-learn's tol = 1e-4 for plain LR; `benchmarks/lr_tolerance.py` shows why dropout's fits go to 1e-6):
 
 * plain LR (L-BFGS-B, as scikit-learn's `LogisticRegression`) and fast dropout (closed form) with both of the
   estimator's solvers side by side, `solver='tron'` (trust-region Newton, the default) and `solver='lbfgs'`:
