@@ -66,8 +66,9 @@ def run(name, fn, registry):
     tests = [t for t in TESTS if t != 'test_exact_identity' or registry[name].identity is not None]
     ids = [f'{ROOT}/tests/test_registry.py::{t}[{name}]' for t in tests]
     plant = Plant(registry, name, fn)
-    pytest.main(ids + ['-q', '-p', 'no:cacheprovider', '--no-header', '-o', 'console_output_style=classic', '--tb=no'],
-                plugins=[plant])
+    # -n 0: in this process, where the plant is (pyproject's addopts would send the tests to xdist workers)
+    pytest.main(ids + ['-q', '-n', '0', '-p', 'no:cacheprovider', '--no-header', '-o', 'console_output_style=classic',
+                       '--tb=no'], plugins=[plant])
     return plant
 
 
