@@ -21,10 +21,11 @@ from .nn import relu_moments_fast
 __all__ = ['SUPPORTED', 'OUTPUTS', 'Moments', 'moments_of', 'dropout_rule', 'linear_rule', 'conv_rule', 'batchnorm_rule',
            'avg_pool_rule', 'adaptive_avg_pool_rule', 'reduce_rule', 'scale_rule', 'add_rule', 'structure_rule',
            'cat_rule', 'relu_rule', 'leaky_relu_rule', 'sigmoid_rule', 'tanh_rule', 'quadrature_moments', 'gelu_rule',
-           'elementwise_rule', 'max_moments_fast', 'max_pool_rule', 'ChannelGated', 'channel_dropout_rule',
-           'gated_conv_rule', 'gated_linear_rule', 'gated_flatten', 'gated_reshape', 'MomentPropagation',
-           'moment_propagation', 'MnistExample', 'BatchNormMLP', 'ResidualBlock', 'ResidualMLP', 'GeluSiluMLP',
-           'AvgPoolLeaky', 'ChannelDropoutNet', 'zoo_models', 'mc_average', 'propagation_scores', 'fast_dropout_fit']
+           'elementwise_rule', 'max_moments_fast', 'max_pool_rule', 'ChannelGated', 'channel_moments',
+           'channel_dropout_rule', 'gated_conv_rule', 'gated_linear_rule', 'gated_flatten', 'gated_reshape',
+           'MomentPropagation', 'moment_propagation', 'MnistExample', 'BatchNormMLP', 'ResidualBlock', 'ResidualMLP',
+           'GeluSiluMLP', 'AvgPoolLeaky', 'ChannelDropoutNet', 'zoo_models', 'mc_average', 'propagation_scores',
+           'fast_dropout_fit']
 
 # %% ../nbs/04b_propagation.ipynb #027cbdd6
 class Moments:
@@ -223,6 +224,10 @@ class ChannelGated:
     "Channel dropout's output: independent entries (`mean`, `var`) times one gate g/q per (example, channel); `flat` after `flatten(1)`."
     __slots__ = ('mean', 'var', 'p', 'channels', 'flat')
     def __init__(self, mean, var, p, channels, flat=False): self.mean, self.var, self.p, self.channels, self.flat = mean, var, p, channels, flat
+
+def channel_moments(g):
+    "The element-wise `(mean, var)` of a channel-gated value: each entry x g/q has variance (var + mean² p) / q."
+    return g.mean, (g.var + g.mean * g.mean * g.p) / (1.0 - g.p)
 
 def channel_dropout_rule(x, p):
     mean, var = moments_of(x)
@@ -486,24 +491,36 @@ def _plan(gm, n=20, elementwise=(), identities=frozenset()):
         if dim is None or isinstance(dim, fx.Node): _refuse(last, "a final softmax needs a constant dim")
     final = last if final is None else final
     if kinds[final] == 'chan': _refuse(final, "the output follows a channel dropout directly")
-    return steps, final, dim
+    return steps, final, dim, kinds
 
 # %% ../nbs/04b_propagation.ipynb #e817917f
 OUTPUTS = ('moments', 'mean', 'softmax', 'sigmoid')
 
 class MomentPropagation(nn.Module):
     "A dropout net's moment-propagating twin: runs the traced graph on `(mean, var)`; shares the net's parameters."
-    def __init__(self, gm, steps, final, output='moments', softmax_dim=None):
+    def __init__(self, gm, steps, final, output='moments', softmax_dim=None, kinds=None):
         super().__init__()
         self.net, self.output = gm, output
         self._steps, self._final, self._dim = steps, final, softmax_dim
-    def _run(self, inputs):
+        self.kinds = {} if kinds is None else kinds      # node -> 'det', 'drop', 'chan' or 'gauss' (what the node yields)
+    def _run(self, inputs, hook=None):
+        "Run the steps; `hook(node, value)`, when given, sees every node's value and returns the value to go on with."
         env, it = {}, iter(inputs)
         for node, run in self._steps:
             if run == 'placeholder': env[node] = next(it)
             elif run == 'get_attr': env[node] = functools.reduce(getattr, node.target.split('.'), self.net)
             else: env[node] = run(*fx.node.map_arg(node.args, env.__getitem__), **fx.node.map_arg(node.kwargs, env.__getitem__))
+            if hook is not None: env[node] = hook(node, env[node])
         return moments_of(env[self._final])
+    def node_moments(self, *inputs):
+        "Every noisy node's `(mean, var)` on `inputs`, in graph order (channel-gated values as their element-wise moments)."
+        seen = {}
+        def record(node, value):
+            if self.kinds.get(node, 'det') != 'det':
+                seen[node] = moments_of(value) if not isinstance(value, ChannelGated) else channel_moments(value)
+            return value
+        self._run(inputs, record)
+        return seen
     def forward(self, *inputs):
         if len(inputs) != sum(1 for _, r in self._steps if r == 'placeholder'):
             raise ValueError(f"the model takes {sum(1 for _, r in self._steps if r == 'placeholder')} inputs; got {len(inputs)}")
@@ -552,8 +569,8 @@ def moment_propagation(model:nn.Module, # a dropout net whose `forward` torch.fx
     if output not in OUTPUTS: raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"n must be a positive integer; got {n!r}")
     gm = _trace(model, False)              # the eval branch; F.dropout(..., training=self.training) still records p
-    steps, final, dim = _plan(gm, int(n), tuple(elementwise), _never_dropping(model, gm))
-    return MomentPropagation(gm, steps, final, output, dim)
+    steps, final, dim, kinds = _plan(gm, int(n), tuple(elementwise), _never_dropping(model, gm))
+    return MomentPropagation(gm, steps, final, output, dim, kinds)
 
 # %% ../nbs/04b_propagation.ipynb #24703276
 class MnistExample(nn.Module):
