@@ -17,7 +17,7 @@ from hypothesis import settings, HealthCheck, strategies as st
 __all__ = ['PROFILE', 'MAX_ENUM', 'GH_NODES', 'UNIT_FEATURES', 'mc_mean_se', 'assert_mc_close', 'all_masks', 'mask_probs',
            'gauss_quad', 'gauss_max_quad', 'sensitive_pairs', 'edge_pairs', 'mean_var_pairs', 'domain_strategy',
            'gauss_hermite_product', 'gauss_expect', 'entry_quad', 'entry_mc_samples', 'enumerate_moments',
-           'linear_exact', 'relu_truth', 'tiny_net']
+           'linear_exact', 'relu_truth', 'tiny_net', 'gaussian_raw_moment']
 
 # %% ../nbs/99_testing.ipynb #bdc18270
 settings.register_profile('ci', max_examples=25, deadline=None, derandomize=True, print_blob=True,
@@ -215,3 +215,10 @@ def tiny_net(seed, activation='relu', sizes=(4, 5, 5, 2), p_range=(0.05, 0.6), d
             if isinstance(l, FastDropoutLinear):
                 l.weight.normal_(0, math.sqrt(2 / l.in_features), generator=g); l.bias.normal_(0, 0.5, generator=g)
     return net, torch.randn(sizes[0], generator=g, dtype=dtype)
+
+# %% ../nbs/99_testing.ipynb #1ec678b7
+def gaussian_raw_moment(k, mu, var):
+    "E[Y**k] for Y ~ N(`mu`, `var`): the sum over even j of C(k, j) mu**(k-j) var**(j/2) (j-1)!!."
+    from math import comb
+    dfact = lambda j: float(np.prod(np.arange(j - 1, 0, -2))) if j > 1 else 1.0
+    return sum(comb(k, j) * mu ** (k - j) * var ** (j // 2) * dfact(j) for j in range(0, k + 1, 2))
