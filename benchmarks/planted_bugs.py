@@ -4,11 +4,13 @@ which of the tests generated from the registry (tests/test_registry.py) catch th
 Each bug wraps the entry's function (or, for a mistake inside a formula, is the entry's own `mutants`);
 the wrapped entry replaces the real one in `REGISTRY` while that entry's generated tests run, in this
 process, with the `ci` Hypothesis profile (no example database, no shrinking). Writes
-reports/planted_bugs.md.
+reports/planted_bugs.md; with `--only NAME ...` it plants bugs in those entries only, prints their
+rows, and replaces just their rows in the existing report (the other entries' rows stay, the total
+is recounted).
 
     .venv/bin/python benchmarks/planted_bugs.py [--out reports/planted_bugs.md] [--only NAME ...]
 """
-import argparse, os, sys, time
+import argparse, os, re, sys, time
 from dataclasses import replace
 from pathlib import Path
 
@@ -72,6 +74,18 @@ def run(name, fn, registry):
     return plant
 
 
+ROW = re.compile(r'^\| `([^`]+)` \| .+ \|$')
+
+
+def merged_rows(path, names, new_rows, registry):
+    "The report's rows with those of `names` replaced by `new_rows`, in registry order (entries no longer registered dropped)."
+    old = [l for l in Path(path).read_text(encoding='utf-8').splitlines() if ROW.match(l)] if Path(path).exists() else []
+    by_entry = {}
+    for line in [l for l in old if ROW.match(l).group(1) not in names] + new_rows:
+        by_entry.setdefault(ROW.match(line).group(1), []).append(line)
+    return [line for n in registry if n in by_entry for line in by_entry[n]]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', default=str(ROOT / 'reports' / 'planted_bugs.md'))
@@ -86,6 +100,8 @@ def main():
                               phases=[Phase.explicit, Phase.generate])
     settings.load_profile('planted')
     names = args.only or list(REGISTRY)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown: sys.exit(f'--only: not registry names: {unknown}; the names are {list(REGISTRY)}')
     t0, rows, missed = time.time(), [], 0
     baseline = {n: run(n, REGISTRY[n].fn, REGISTRY) for n in names}
     for n in names:
@@ -97,17 +113,23 @@ def main():
             missed += not caught
             rows.append(f"| `{n}` | {bug} | {', '.join(caught) if caught else '**missed**'} |")
             print(rows[-1], flush=True)
-    total = len(rows)
+    print(f'{len(rows) - missed}/{len(rows)} planted bugs caught in {", ".join(names)}')
+    command = '`.venv/bin/python benchmarks/planted_bugs.py`'
+    if args.only:
+        rows = merged_rows(args.out, set(names), rows, REGISTRY)
+        missed = sum('**missed**' in r for r in rows)
+        command += f' (the rows of {", ".join(f"`{n}`" for n in names)}: `... planted_bugs.py --only {" ".join(names)}`)'
+    total, n_entries = len(rows), len({ROW.match(r).group(1) for r in rows})
+    took = '' if args.only else f' ({time.time() - t0:.0f} s)'
     lines = ['# Planted bugs: what the registry\'s generated tests catch', '',
-             'Command: `.venv/bin/python benchmarks/planted_bugs.py` (tests/test_registry.py, Hypothesis profile `ci`, '
+             f'Command: {command} (tests/test_registry.py, Hypothesis profile `ci`, '
              '25 examples per test, derandomized). Each bug replaces one entry\'s function while that entry\'s tests run; '
              '"caught by" lists the generated tests that failed. The unchanged functions pass every test.', '',
-             f'**{total - missed} of {total} planted bugs caught** over {len(names)} entries '
-             f'({time.time() - t0:.0f} s).', '',
+             f'**{total - missed} of {total} planted bugs caught** over {n_entries} entries{took}.', '',
              '| entry | planted bug | caught by |', '|---|---|---|'] + rows
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text('\n'.join(lines) + '\n', encoding='utf-8')
-    print(f'{total - missed}/{total} caught; wrote {args.out}')
+    print(f'report: {total - missed}/{total} caught; wrote {args.out}')
 
 
 if __name__ == '__main__':

@@ -15,7 +15,7 @@ from fastdropout_nb.moments import (gauss_hermite_expect, logsigmoid_mean, relu_
                                     sigmoid_var, softmax_mean, squared_error_mean, tanh_moments,
                                     unscented_points)
 from fastdropout_nb.moments import REGISTRY
-from fastdropout_nb.testing import gauss_quad, relu_truth
+from fastdropout_nb.testing import gauss_quad, gaussian_raw_moment, relu_truth
 
 # tiny centred integrals make quad warn; their accuracy is what the tests check
 pytestmark = pytest.mark.filterwarnings('ignore::scipy.integrate.IntegrationWarning')
@@ -91,12 +91,6 @@ def test_relu_naive_variance_would_fail():
     m = mu * ndtr(r) + s * pdf
     naive = (mu ** 2 + var) * ndtr(r) + mu * s * pdf - m * m
     assert abs(naive - tv) > 1e-6 * tv
-
-
-def gaussian_raw_moment(k, mu, var):
-    from math import comb
-    dfact = lambda j: float(np.prod(np.arange(j - 1, 0, -2))) if j > 1 else 1.0
-    return sum(comb(k, j) * mu ** (k - j) * var ** (j // 2) * dfact(j) for j in range(0, k + 1, 2))
 
 
 @pytest.mark.parametrize('n', [1, 2, 4, 7, 12])
