@@ -10,14 +10,15 @@ from __future__ import annotations
 import itertools, os
 import numpy as np
 from scipy import integrate
-from scipy.special import ndtr
+from scipy.special import ndtr, expit
 from hypothesis import settings, HealthCheck, strategies as st
 
 # %% auto #0
-__all__ = ['PROFILE', 'MAX_ENUM', 'GH_NODES', 'UNIT_FEATURES', 'mc_mean_se', 'assert_mc_close', 'all_masks', 'mask_probs',
-           'gauss_quad', 'gauss_max_quad', 'sensitive_pairs', 'edge_pairs', 'mean_var_pairs', 'domain_strategy',
-           'gauss_hermite_product', 'gauss_expect', 'entry_quad', 'entry_mc_samples', 'enumerate_moments',
-           'linear_exact', 'relu_truth', 'tiny_net', 'gaussian_raw_moment']
+__all__ = ['PROFILE', 'MAX_ENUM', 'GH_NODES', 'UNIT_FEATURES', 'ACT_NP', 'mc_mean_se', 'assert_mc_close', 'all_masks',
+           'mask_probs', 'gauss_quad', 'gauss_max_quad', 'sensitive_pairs', 'edge_pairs', 'mean_var_pairs',
+           'domain_strategy', 'gauss_hermite_product', 'gauss_expect', 'entry_quad', 'entry_mc_samples',
+           'enumerate_moments', 'linear_exact', 'relu_truth', 'tiny_net', 'real_dropout_samples',
+           'real_dropout_moments', 'gaussian_model_moments', 'linear_regime_net', 'scaled_rate', 'gaussian_raw_moment']
 
 # %% ../nbs/99_testing.ipynb #bdc18270
 settings.register_profile('ci', max_examples=25, deadline=None, derandomize=True, print_blob=True,
@@ -215,6 +216,62 @@ def tiny_net(seed, activation='relu', sizes=(4, 5, 5, 2), p_range=(0.05, 0.6), d
             if isinstance(l, FastDropoutLinear):
                 l.weight.normal_(0, math.sqrt(2 / l.in_features), generator=g); l.bias.normal_(0, 0.5, generator=g)
     return net, torch.randn(sizes[0], generator=g, dtype=dtype)
+
+# %% ../nbs/99_testing.ipynb #430d9326
+ACT_NP = {'relu': lambda t: np.maximum(t, 0.0), 'sigmoid': expit, 'tanh': np.tanh}   # the activations, in NumPy
+
+def _linears(net):
+    from fastdropout_nb.nn import FastDropoutLinear
+    return [l for l in net.layers if isinstance(l, FastDropoutLinear)]
+
+def _np(t): return t.detach().cpu().numpy() if hasattr(t, 'detach') else np.asarray(t, dtype=float)
+
+def real_dropout_samples(net, x, masks, rates=None):
+    """Pre-activations of every linear layer of the real dropout net with a `FastDropoutMLP`'s weights, one row per row
+    of `masks` (every layer's input masks side by side, 1 = kept), for the input `x`; `rates`: drop rates (default the layers')."""
+    ls = _linears(net); rates = [l.p for l in ls] if rates is None else rates
+    f, o, out = ACT_NP[net.activation], 0, []
+    a = np.broadcast_to(_np(x), (len(masks), ls[0].in_features))
+    for l, p in zip(ls, rates):
+        z = masks[:, o:o + l.in_features]; o += l.in_features
+        h = (a * z / (1 - p)) @ _np(l.weight).T + (0.0 if l.bias is None else _np(l.bias))
+        out.append(h); a = f(h)
+    return out
+
+def real_dropout_moments(net, x, rates=None):
+    "Exact `(mean, var)` of every linear layer's outputs of the real dropout net over all its masks (enumeration)."
+    ls = _linears(net); rates = [l.p for l in ls] if rates is None else rates
+    masks = all_masks(sum(l.in_features for l in ls))
+    P = mask_probs(masks, np.concatenate([[p] * l.in_features for l, p in zip(ls, rates)]))
+    return [(P @ h, P @ (h - P @ h) ** 2) for h in real_dropout_samples(net, x, masks, rates)]
+
+def gaussian_model_moments(net, x):
+    "The Gaussian model of the propagation, evaluated independently: `linear_exact` for each linear step, quadrature for each activation."
+    f, out = ACT_NP[net.activation], []
+    m, v = _np(x), np.zeros(len(x))
+    for i, l in enumerate(_linears(net)):
+        if i:
+            em = np.array([gauss_quad(f, a, b, points=[0.0]) for a, b in zip(m, v)])
+            v = np.array([gauss_quad(lambda y: (f(y) - e) ** 2, a, b, points=[0.0]) for a, b, e in zip(m, v, em)]); m = em
+        m, v = linear_exact(_np(l.weight), _np(l.bias), m, v, l.p)
+        out.append((m, v))
+    return out
+
+def linear_regime_net(seed, sizes, p_input, p_hidden):
+    "A seeded ReLU `FastDropoutMLP` far above its kink under every mask (weights in [0, 0.05], biases 100, input in [0, 50]): a linear net."
+    import torch
+    from fastdropout_nb.nn import FastDropoutMLP
+    g = torch.Generator().manual_seed(seed)
+    net = FastDropoutMLP(sizes, p_input, p_hidden, dtype=torch.float64)
+    with torch.no_grad():
+        for l in _linears(net): l.weight.uniform_(0, 0.05, generator=g); l.bias.fill_(100.0)
+    return net, 50 * torch.rand(sizes[0], generator=g, dtype=torch.float64)
+
+def scaled_rate(p, var_scale):
+    "The drop rate p' with odds p'/(1 - p') = `var_scale` p/(1 - p)."
+    odds = var_scale * p / (1 - p)
+    return odds / (1 + odds)
+
 
 # %% ../nbs/99_testing.ipynb #1ec678b7
 def gaussian_raw_moment(k, mu, var):
