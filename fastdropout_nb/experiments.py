@@ -127,11 +127,13 @@ def _quad_truth(f, mu, var):
     return np.array([gauss_quad(f, m, v) for m, v in zip(mu, var)])
 
 # %% ../nbs/07_experiments.ipynb #59c0e235
+def _scale(entry, truth, mu, vmax):
+    "What an exact form's error is relative to (as in its generated tests): |truth|, plus |mu| + std for a mean."
+    return np.abs(truth) + ((np.abs(mu) + np.sqrt(vmax)) if entry.moment == 'mean' else 0.0)
+
 def _within(entry, err, truth, mu, vmax, slack=0.0):
     "Whether every error is within the entry's registered bound (an exact form: relative, as its generated tests)."
-    if entry.exact:
-        scale = np.abs(truth) + ((np.abs(mu) + np.sqrt(vmax)) if entry.moment == 'mean' else 0.0)
-        return bool(np.all(err <= entry.bound.rel * scale + 1e-300 + slack))
+    if entry.exact: return bool(np.all(err <= entry.bound.rel * _scale(entry, truth, mu, vmax) + 1e-300 + slack))
     return bool(np.all(err <= entry.bound(vmax, truth) + 1e-9 * (1 + np.abs(truth)) + slack))
 
 def _quietly(fn, *args):
@@ -146,9 +148,10 @@ def _registry_row(entry, quick=True, seed=0):
     if entry.domain.dims is None:
         mu, var = _grid(quick)
         got, truth = np.asarray(entry.fn(mu, var), float), np.array([entry_quad(entry, m, v) for m, v in zip(mu, var)])
-        return {'ground truth': 'quadrature', **_max_err(got, truth, mu, var),
+        rel = {'max_rel_error': float(np.max(np.abs(got - truth) / np.maximum(_scale(entry, truth, mu, var), 1e-300)))} if entry.exact else {}
+        return {'ground truth': 'quadrature', **_max_err(got, truth, mu, var), **rel,
                 'within_bound': _within(entry, np.abs(got - truth), truth, mu, var)}
-    rng, d, worst, within, kinds = np.random.default_rng(seed), entry.domain, 0.0, True, set()
+    rng, d, worst, worst_rel, within, kinds = np.random.default_rng(seed), entry.domain, 0.0, 0.0, True, set()
     for _ in range(30 if quick else 200):
         K = int(rng.integers(d.dims[0], d.dims[1] + 1)); std = rng.uniform(0, d.std[1], K)
         mu = rng.uniform(-d.mu_max, d.mu_max, K) if d.mu_max else rng.uniform(-d.r_max, d.r_max, K) * np.sqrt(np.sum(std**2)) / 2
@@ -158,8 +161,10 @@ def _registry_row(entry, quick=True, seed=0):
             slack = 5 * se; kinds.add('Monte Carlo')
         else: kinds.add('quadrature')
         err = np.abs(got - truth); worst = max(worst, float(np.max(err)))
+        worst_rel = max(worst_rel, float(np.max(err / np.maximum(_scale(entry, truth, np.max(np.abs(mu)), np.max(std**2)), 1e-300))))
         within &= _within(entry, err, truth, np.max(np.abs(mu)), np.max(std**2), slack)
-    return {'ground truth': ' + '.join(sorted(kinds)), 'max_abs_error': worst, 'at_mean': float('nan'), 'at_std': float('nan'),
+    rel = {'max_rel_error': worst_rel} if entry.exact else {}
+    return {'ground truth': ' + '.join(sorted(kinds)), 'max_abs_error': worst, **rel, 'at_mean': float('nan'), 'at_std': float('nan'),
             'within_bound': within}
 
 # %% ../nbs/07_experiments.ipynb #db6aa27e
@@ -195,6 +200,10 @@ def core_bound_text(name):
 # %% ../nbs/07_experiments.ipynb #33f2c504
 def _fmt(x): return '—' if x is None or (isinstance(x, float) and np.isnan(x)) else f'{x:.3g}'
 
+def _fmt_err(r):
+    "A row's max error: absolute, and for an exact form (whose bound is relative) also relative."
+    return _fmt(r['max_abs_error']) + (f' (relative {_fmt(r["max_rel_error"])})' if 'max_rel_error' in r else '')
+
 def core_table(store, quick=True, seed=0, progress=print):
     "Compute (or reuse) every row of the core table; return it as Markdown. A row is recomputed when the code behind it changes."
     mode = 'quick' if quick else 'full'
@@ -204,11 +213,11 @@ def core_table(store, quick=True, seed=0, progress=print):
     for name, fn in core_cell_fns(quick, seed).items():
         t0 = time.time()
         r = store.cell(f'core-{mode}', name.replace('(', '_').replace(')', '').replace('=', ''), fn, key=f'{key}-seed{seed}')
-        progress(f'  {name:28s} max error {_fmt(r["max_abs_error"]):>9s}   ({time.time() - t0:.1f} s)')
+        progress(f'  {name:28s} max abs error {_fmt_err(r)}   ({time.time() - t0:.1f} s)')
         rows.append((name, r))
     within = lambda r: '—' if 'within_bound' not in r else ('yes' if r['within_bound'] else '**no**')
     lines = ['| function | ground truth | max abs error | at mean | at std | stated bound | within |', '|---|---|---|---|---|---|---|']
-    lines += [f'| `{n}` | {r["ground truth"]} | {_fmt(r["max_abs_error"])} | {_fmt(r["at_mean"])} | {_fmt(r["at_std"])} '
+    lines += [f'| `{n}` | {r["ground truth"]} | {_fmt_err(r)} | {_fmt(r["at_mean"])} | {_fmt(r["at_std"])} '
               f'| {core_bound_text(n).replace("|", chr(92) + "|")} | {within(r)} |' for n, r in rows]
     return '\n'.join(lines)
 
