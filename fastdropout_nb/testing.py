@@ -18,7 +18,8 @@ __all__ = ['PROFILE', 'MAX_ENUM', 'GH_NODES', 'UNIT_FEATURES', 'ACT_NP', 'mc_mea
            'mask_probs', 'gauss_quad', 'gauss_max_quad', 'sensitive_pairs', 'edge_pairs', 'mean_var_pairs',
            'domain_strategy', 'gauss_hermite_product', 'gauss_expect', 'entry_quad', 'entry_mc_samples',
            'enumerate_moments', 'linear_exact', 'relu_truth', 'tiny_net', 'real_dropout_samples',
-           'real_dropout_moments', 'gaussian_model_moments', 'linear_regime_net', 'scaled_rate', 'gaussian_raw_moment']
+           'real_dropout_moments', 'gaussian_model_moments', 'linear_regime_net', 'scaled_rate',
+           'independent_units_net', 'independent_units_truth', 'independent_units_samples', 'gaussian_raw_moment']
 
 # %% ../nbs/99_testing.ipynb #bdc18270
 settings.register_profile('ci', max_examples=25, deadline=None, derandomize=True, print_blob=True,
@@ -271,6 +272,34 @@ def scaled_rate(p, var_scale):
     "The drop rate p' with odds p'/(1 - p') = `var_scale` p/(1 - p)."
     odds = var_scale * p / (1 - p)
     return odds / (1 + odds)
+
+
+# %% ../nbs/99_testing.ipynb #c1a1eeb0
+def independent_units_net(seed, H=4, K=3, p_hidden=0.5, var_scale=1.0):
+    "A seeded ReLU `FastDropoutMLP` H-H-K, diagonal first layer, no input dropout, and a Gaussian input `(mean, var)`: independent hidden units."
+    import torch
+    from fastdropout_nb.nn import FastDropoutMLP
+    g = torch.Generator().manual_seed(seed)
+    net = FastDropoutMLP((H, H, K), 0.0, p_hidden, var_scale=var_scale, dtype=torch.float64)
+    l0, l1 = _linears(net)
+    with torch.no_grad():
+        l0.weight.copy_(torch.diag(torch.randn(H, generator=g, dtype=torch.float64))); l0.bias.normal_(0, 0.5, generator=g)
+        l1.weight.normal_(0, 1, generator=g); l1.bias.normal_(0, 0.5, generator=g)
+    return net, (torch.randn(H, generator=g, dtype=torch.float64), torch.rand(H, generator=g, dtype=torch.float64) * 2 + 0.1)
+
+def independent_units_truth(net, x):
+    "Exact logit variances of `independent_units_net`'s net at its input `x = (mean, var)`: Σ_i W_ki² (E[a_i²]/q' - (E a_i)²)."
+    l0, l1 = _linears(net); (m, v), w = (_np(t) for t in x), np.diag(_np(l0.weight))
+    ea, va = np.array([relu_truth(mu, s2) for mu, s2 in zip(w * m + _np(l0.bias), w * w * v)]).T
+    q = 1 - scaled_rate(l1.p, l1.var_scale)
+    return _np(l1.weight) ** 2 @ ((ea * ea + va) / q - ea * ea)
+
+def independent_units_samples(net, x, n, seed=0):
+    "`n` Monte Carlo draws of the logits of `independent_units_net`'s net: Gaussian inputs, the output layer's masks at its `scaled_rate`."
+    l0, l1 = _linears(net); (m, v), rng = (_np(t) for t in x), np.random.default_rng(seed)
+    a = np.maximum((m + np.sqrt(v) * rng.standard_normal((n, len(m)))) @ _np(l0.weight).T + _np(l0.bias), 0.0)
+    q = 1 - scaled_rate(l1.p, l1.var_scale)
+    return (a * (rng.random(a.shape) < q) / q) @ _np(l1.weight).T + _np(l1.bias)
 
 
 # %% ../nbs/99_testing.ipynb #1ec678b7
