@@ -13,6 +13,7 @@ Modules:
 - `fastdropout_nb.nn`: Moment-propagating PyTorch layers (`FastDropoutLinear`, `MomentReLU`/`Sigmoid`/`Tanh`), the three fast-dropout losses, `FastDropoutMLP` and the real dropout net that shares its weights, three ways to predict with a dropout net, and `delta_moments`, the variance of a ReLU net's outputs with every mask's covariance carried to them.
 - `fastdropout_nb.progress`: Every long loop of the package (training epochs, Monte Carlo prediction batches, table cells, downloads) reports through a `tqdm` bar: drawn on a terminal, silent in a log, a pipe or CI.
 - `fastdropout_nb.propagation`: `moment_propagation` turns an ordinary trained dropout net, written as people write them (a custom `nn.Module` with `F.dropout`, residual blocks, BatchNorm, pooling, GELU), into a deterministic predictor of its mask-averaged output: one rule per node of the net's `torch.fx` graph, each derived here.
-- `fastdropout_nb.testing`: Hypothesis profiles, Monte Carlo tolerances derived from standard errors, exact enumeration of dropout masks, and adaptive quadrature for 1-D Gaussian expectations."""
+- `fastdropout_nb.testing`: Hypothesis profiles, Monte Carlo tolerances derived from standard errors, exact enumeration of dropout masks, and adaptive quadrature for 1-D Gaussian expectations.
+- `fastdropout_nb.uncertainty`: The logits' full covariance under dropout by statistical linearisation of the moment-propagating twin, the Gaussian softmax with that covariance, and the predictive entropy, expected entropy and mutual information of standard, Monte Carlo, moment-propagated and distilled predictions."""
 
 __version__ = "0.1.0"

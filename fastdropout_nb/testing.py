@@ -19,7 +19,8 @@ __all__ = ['PROFILE', 'MAX_ENUM', 'GH_NODES', 'UNIT_FEATURES', 'ACT_NP', 'mc_mea
            'domain_strategy', 'gauss_hermite_product', 'gauss_expect', 'entry_quad', 'entry_mc_samples',
            'enumerate_moments', 'linear_exact', 'relu_truth', 'tiny_net', 'real_dropout_samples',
            'real_dropout_moments', 'gaussian_model_moments', 'linear_regime_net', 'scaled_rate',
-           'independent_units_net', 'independent_units_truth', 'independent_units_samples', 'gaussian_raw_moment']
+           'independent_units_net', 'independent_units_truth', 'independent_units_samples', 'gaussian_raw_moment',
+           'enumerated_moments']
 
 # %% ../nbs/99_testing.ipynb #bdc18270
 settings.register_profile('ci', max_examples=25, deadline=None, derandomize=True, print_blob=True,
@@ -308,3 +309,13 @@ def gaussian_raw_moment(k, mu, var):
     from math import comb
     dfact = lambda j: float(np.prod(np.arange(j - 1, 0, -2))) if j > 1 else 1.0
     return sum(comb(k, j) * mu ** (k - j) * var ** (j // 2) * dfact(j) for j in range(0, k + 1, 2))
+
+# %% ../nbs/99_testing.ipynb #5c0e7a22
+def enumerated_moments(model, x, max_units=MAX_ENUM):
+    "Exact mean (N, K) and covariance (N, K, K) of `model`'s raw outputs on `x` over every gate configuration."
+    import torch
+    from fastdropout_nb.distill import enumerate_dropout
+    outs, probs = enumerate_dropout(model, x, 'raw', max_units)
+    mean = torch.tensordot(probs, outs, 1)
+    dev = outs - mean
+    return mean, torch.einsum('m,mnk,mnl->nkl', probs, dev, dev)
