@@ -25,7 +25,7 @@ __all__ = ['SUPPORTED', 'OUTPUTS', 'Moments', 'moments_of', 'dropout_rule', 'lin
            'channel_dropout_rule', 'gated_conv_rule', 'gated_linear_rule', 'gated_flatten', 'gated_reshape',
            'MomentPropagation', 'moment_propagation', 'MnistExample', 'BatchNormMLP', 'ResidualBlock', 'ResidualMLP',
            'GeluSiluMLP', 'AvgPoolLeaky', 'ChannelDropoutNet', 'zoo_models', 'mc_average', 'propagation_scores',
-           'fast_dropout_fit']
+           'batchnorm_batch_stats', 'update_batchnorm', 'fast_dropout_fit']
 
 # %% ../nbs/04b_propagation.ipynb #027cbdd6
 class Moments:
@@ -349,7 +349,9 @@ SUPPORTED = ("dropout (nn.Dropout, F.dropout, torch.dropout; channel dropout nn.
              "squeeze, unsqueeze, cat, stack, indexing, nn.Flatten/Unflatten/Identity); element-wise functions after a linear "
              "map (ReLU, LeakyReLU, sigmoid, tanh, GELU, SiLU, ELU, SELU, CELU, Softplus, Mish, Hardswish, Hardsigmoid, "
              "Hardtanh, ReLU6, Softsign, LogSigmoid, exp, sin, cos, erf, abs, square, and any callable passed in "
-             "`elementwise=`); max pooling (nn.MaxPool1d/2d, F.max_pool1d/2d, no ceil_mode); a final softmax or log_softmax")
+             "`elementwise=`); max pooling (nn.MaxPool1d/2d, F.max_pool1d/2d, no ceil_mode); a final softmax or log_softmax; "
+             "any other layer (nn.LSTM, nn.GRU, nn.RNN, nn.MultiheadAttention, nn.Transformer*, ...) only on a noise-free "
+             "input and only without dropout inside it")
 
 def _describe(node):
     "A node as a reader finds it: op, target and the module path it was called in."
@@ -382,6 +384,16 @@ def _drop_rate(node, gm):
     p = gm.get_submodule(node.target).p if node.op == 'call_module' else _arg(node.args[1:], node.kwargs, 0, 'p', 0.5)
     if isinstance(p, fx.Node) or not 0 <= float(p) < 1: _refuse(node, f"the drop rate must be a constant in [0, 1); got {p!r}")
     return _DROPOUTS[key], float(p)
+
+def _hidden_dropout(m):
+    """The dropout a layer applies inside itself, as text (a `_DropoutNd` submodule with p > 0, or a float attribute
+    `dropout` > 0: nn.LSTM/GRU/RNN between stacked layers, nn.MultiheadAttention, nn.Transformer*); None if none."""
+    for path, sub in m.named_modules():
+        if isinstance(sub, nn.modules.dropout._DropoutNd) and sub.p > 0: return f"{path or 'the layer'} is {type(sub).__name__}(p={sub.p})"
+        d = getattr(sub, 'dropout', None)
+        if isinstance(sub, nn.RNNBase) and sub.num_layers == 1: continue          # PyTorch drops only between stacked layers
+        if isinstance(d, float) and d > 0: return f"{path or 'the layer'} has dropout={d}"
+    return None
 
 # %% ../nbs/04b_propagation.ipynb #384cf945
 def _native(node, gm):
@@ -431,6 +443,9 @@ def _gated_rule(node, gm):
                   "or flatten(1) and a linear layer may follow it")
 
 # %% ../nbs/04b_propagation.ipynb #3c5cf4c1
+_NO_NOISY_INPUT = (nn.RNNBase, nn.MultiheadAttention, nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder,
+                   nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
 def _noisy_rule(node, gm, kinds, n, elementwise):
     "(rule, kind of the result) for a node with a noisy input; a ValueError naming the node when there is none."
     noisy = [_contains(a, {k for k, v in kinds.items() if v != 'det'}) for a in node.args]
@@ -450,6 +465,8 @@ def _noisy_rule(node, gm, kinds, n, elementwise):
     else: found = None
     if found is None:
         _refuse(node, "a product of two noisy tensors has no rule" if node.target in (operator.mul, torch.mul, 'mul')
+                else "a recurrent or attention layer has no rule for a noisy input (it may take only noise-free inputs)"
+                if node.op == 'call_module' and isinstance(gm.get_submodule(node.target), _NO_NOISY_INPUT)
                 else "there is no rule for this operation on a noisy input")
     rule, kind = found
     two_ok = node.target in (operator.add, operator.iadd, torch.add, 'add', operator.sub, operator.isub, torch.sub, 'sub',
@@ -481,6 +498,9 @@ def _plan(gm, n=20, elementwise=(), identities=frozenset()):
             kinds[node] = drop[0]
             steps.append((node, (lambda x, *a, p=p, **k: dropout_rule(x, p)) if drop[0] == 'drop' else (lambda x, *a, p=p, **k: channel_dropout_rule(x, p))))
             continue
+        if node.op == 'call_module' and drop is None and (hidden := _hidden_dropout(gm.get_submodule(node.target))):
+            _refuse(node, f"it drops inside itself ({hidden}), which the propagation cannot see: its mask-averaged output "
+                          "is not its eval-mode output; set that dropout to 0, or write the layer out of supported ops")
         if all(kinds[a] == 'det' for a in node.all_input_nodes): kinds[node] = 'det'; steps.append((node, _native(node, gm))); continue
         rule, kinds[node] = _noisy_rule(node, gm, kinds, n, tuple(elementwise))
         steps.append((node, rule))
@@ -705,6 +725,36 @@ def propagation_scores(model:nn.Module, # a trained dropout net
     return dict(rms_prop=rms(mean), rms_standard=rms(standard), kl_prop=_kl(mc_probs, probs),
                 kl_standard=_kl(mc_probs, standard.softmax(-1)), mc_noise=math.sqrt(float(se2.mean())))
 
+# %% ../nbs/04b_propagation.ipynb #22974804
+def batchnorm_batch_stats(mean, # the propagated mean of a BatchNorm's input, batch first, channels on axis 1
+                          var, # its propagated variance, same shape
+                         ):
+    "Expected batch statistics of a BatchNorm input under dropout: (E x̄, E s²) per channel, s² the unbiased batch variance."
+    dims = [0] + list(range(2, mean.dim()))
+    return mean.mean(dims), var.mean(dims) + mean.var(dims, correction=1)
+
+def update_batchnorm(bn, mean, var):
+    "One training-mode update of `bn`'s running statistics, from the propagated `(mean, var)` of its input."
+    if bn.running_mean is None or mean.numel() <= mean.shape[1]: return     # no statistics, or one value per channel
+    with torch.no_grad():
+        m, s2 = batchnorm_batch_stats(mean.detach(), var.detach())
+        bn.num_batches_tracked.add_(1)
+        f = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        bn.running_mean.mul_(1 - f).add_(m.to(bn.running_mean.dtype), alpha=f)
+        bn.running_var.mul_(1 - f).add_(s2.to(bn.running_var.dtype), alpha=f)
+
+def _batchnorm_hook(twin):
+    "A hook for `twin._run` that updates every BatchNorm module from its input's moments just before the BatchNorm runs."
+    feeds = {}
+    for node, _ in twin._steps:
+        m = twin.net.get_submodule(node.target) if node.op == 'call_module' else None
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats: feeds.setdefault(node.args[0], []).append(m)
+    def hook(node, value):
+        for bn in feeds.get(node, ()):
+            update_batchnorm(bn, *(channel_moments(value) if isinstance(value, ChannelGated) else moments_of(value)))
+        return value
+    return hook
+
 # %% ../nbs/04b_propagation.ipynb #6900cc63
 def fast_dropout_fit(model:nn.Module, # an ordinary dropout net (any architecture moment_propagation takes)
                      X, # training inputs
@@ -715,16 +765,19 @@ def fast_dropout_fit(model:nn.Module, # an ordinary dropout net (any architectur
                      seed:int=0, # seed of the batch order
                     ):
     """Train `model` (an ordinary dropout net) by fast dropout: Adam on E[cross-entropy] of the Gaussian logits that
-    `moment_propagation` gives, which shares and so trains `model`'s parameters; returns `model` in eval mode."""
+    `moment_propagation` gives, which shares and so trains `model`'s parameters. Before each step every BatchNorm's running
+    statistics take a training-mode update from the expected batch statistics of its input (`update_batchnorm`).
+    Returns `model` in eval mode."""
     from fastdropout_nb.nn import fast_dropout_cross_entropy
     twin = moment_propagation(model)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    model.train()                                   # BatchNorm's running statistics are not updated by the twin
+    update = _batchnorm_hook(twin)
+    model.train()
     for _ in range(epochs):
         idx = torch.randperm(len(X), generator=gen)
         for i in range(0, len(X), batch_size):
             j = idx[i:i + batch_size]
-            loss = fast_dropout_cross_entropy(*twin(X[j]), y[j])
+            loss = fast_dropout_cross_entropy(*twin._run((X[j],), update), y[j])
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
     return model.eval()

@@ -366,3 +366,90 @@ def test_fast_paths_equal_the_closed_forms_of_moments(mu, var, mu2, var2):
     m2, v2 = torch.tensor([mu2], dtype=D), torch.tensor([var2], dtype=D)
     for a, b in zip(max_moments_fast(m, v, m2, v2), max_moments(m, v, m2, v2)):
         assert abs(float(a - b)) < 1e-10 * (scale + abs(mu2) + var2) ** 2
+
+# ---------------------------------------------------------------- dropout hidden inside a layer
+class _Head(nn.Module):
+    "A layer `inner` on the noise-free input, then a dropout and a linear head."
+    def __init__(self, inner, width, pick=lambda out: out):
+        super().__init__(); self.inner, self.fc, self.pick = inner, nn.Linear(width, 2), pick
+    def forward(self, x): return self.fc(F.dropout(self.pick(self.inner(x)), 0.3, self.training))
+
+class _Attention(nn.Module):
+    def __init__(self, **kw): super().__init__(); self.attn = nn.MultiheadAttention(4, 2, batch_first=True, **kw)
+    def forward(self, x): return self.attn(x, x, x)[0]
+
+class NoisyLeaf(nn.Module):
+    "A user's layer that torch.fx keeps whole (its module path starts with torch.nn) and that drops inside."
+    def __init__(self): super().__init__(); self.fc, self.drop = nn.Linear(4, 4), nn.Dropout(0.2)
+    def forward(self, x): return self.drop(self.fc(x))
+NoisyLeaf.__module__ = 'torch.nn.user_layers'
+
+@pytest.mark.parametrize('inner, pick, path', [
+    (nn.LSTM(4, 4, num_layers=2, dropout=0.3, batch_first=True), lambda o: o[0], 'inner'),
+    (nn.GRU(4, 4, num_layers=3, dropout=0.1, batch_first=True), lambda o: o[0], 'inner'),
+    (nn.RNN(4, 4, num_layers=2, dropout=0.5, batch_first=True), lambda o: o[0], 'inner'),
+    (_Attention(dropout=0.1), lambda o: o, 'inner.attn'),
+    (nn.TransformerEncoderLayer(4, 2, 8, batch_first=True), lambda o: o, 'inner'),
+    (nn.TransformerEncoder(nn.TransformerEncoderLayer(4, 2, 8, batch_first=True), 1, enable_nested_tensor=False), lambda o: o, 'inner'),
+    (NoisyLeaf(), lambda o: o, 'inner'),
+])
+def test_dropout_hidden_inside_a_layer_is_refused(inner, pick, path):
+    "A layer that drops inside itself is refused, naming its module path, even on the noise-free input."
+    net = _Head(inner, 4, pick)
+    with pytest.raises(ValueError, match=rf"module path '{path}'.*drops inside itself"): moment_propagation(net)
+
+def test_layers_without_hidden_dropout_run_on_noise_free_input_and_refuse_noise():
+    "nn.LSTM(dropout=0) and attention without dropout run as they are before a dropout; after a dropout they are refused."
+    torch.manual_seed(0)
+    x = torch.rand(3, 5, 4, dtype=D)
+    for inner, pick in [(nn.LSTM(4, 4, num_layers=2, batch_first=True), lambda o: o[0]), (_Attention(), lambda o: o),
+                        (nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True), lambda o: o)]:
+        net = _Head(inner, 4, pick).double().eval()
+        mean, var = moment_propagation(net)(x)
+        with torch.no_grad(): h = pick(inner(x))
+        ref = moment_propagation(nn.Sequential(nn.Dropout(0.3), net.fc))(h)
+        assert torch.allclose(mean, ref[0], rtol=1e-12) and torch.allclose(var, ref[1], rtol=1e-12) and bool((var > 0).all())
+    class After(nn.Module):
+        def __init__(self): super().__init__(); self.lstm = nn.LSTM(4, 4, batch_first=True)
+        def forward(self, x): return self.lstm(F.dropout(x, 0.3, self.training))[0]
+    with pytest.raises(ValueError, match=r"module path 'lstm'.*recurrent or attention layer has no rule"): moment_propagation(After())
+
+# ---------------------------------------------------------------- BatchNorm statistics in fast_dropout_fit
+def _fit_batchnorm_mlp():
+    "One fast_dropout_fit step (lr 0: the weights stay) of a BatchNorm MLP whose BatchNorms average (momentum None)."
+    torch.manual_seed(0)
+    net = zoo_models()['batchnorm_mlp'](hidden=8).double()
+    for m in (net.bn1, net.bn2): m.momentum = None
+    X, y = torch.rand(48, 64, dtype=D), torch.randint(0, 10, (48,))
+    fast_dropout_fit(net, X, y, epochs=1, lr=0.0, batch_size=48)
+    return net, X
+
+def _training_mode_stats(net, X, passes=4000):
+    "Each training-mode pass's batch mean and unbiased batch variance of bn1's input (its masks sampled)."
+    stats = []
+    hook = net.bn1.register_forward_pre_hook(lambda m, a: stats.append((a[0].mean(0), a[0].var(0))))
+    net.train()
+    try:
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(1)
+            for _ in range(passes): net(X)
+    finally: hook.remove(); net.eval()
+    return [torch.stack(s).numpy() for s in zip(*stats)]
+
+def test_fast_dropout_fit_updates_batchnorm_like_training_passes():
+    "After a step, bn1's running statistics are the expected batch statistics of training-mode passes (5 standard errors)."
+    net, X = _fit_batchnorm_mlp()
+    assert int(net.bn1.num_batches_tracked) == 1 and int(net.bn2.num_batches_tracked) == 1
+    got_mean, got_var = net.bn1.running_mean.clone().numpy(), net.bn1.running_var.clone().numpy()
+    means, variances = _training_mode_stats(net, X)
+    assert_mc_close(means, got_mean, what='bn1 running mean')
+    assert_mc_close(variances, got_var, what='bn1 running var')
+
+def test_batchnorm_update_sees_a_planted_bug(monkeypatch):
+    "The check can fail: without the mean of the propagated variances (only the spread of the means) it does."
+    import fastdropout_nb.propagation as P
+    monkeypatch.setattr(P, 'batchnorm_batch_stats', lambda m, v: (m.mean(0), m.var(0)))
+    net, X = _fit_batchnorm_mlp()
+    got_var = net.bn1.running_var.clone().numpy()
+    _, variances = _training_mode_stats(net, X)
+    with pytest.raises(AssertionError): assert_mc_close(variances, got_var, what='bn1 running var')
