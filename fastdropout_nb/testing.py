@@ -223,8 +223,8 @@ def tiny_net(seed, activation='relu', sizes=(4, 5, 5, 2), p_range=(0.05, 0.6), d
 ACT_NP = {'relu': lambda t: np.maximum(t, 0.0), 'sigmoid': expit, 'tanh': np.tanh}   # the activations, in NumPy
 
 def _linears(net):
-    from fastdropout_nb.nn import FastDropoutLinear
-    return [l for l in net.layers if isinstance(l, FastDropoutLinear)]
+    "The dropout linear layers of a `FastDropoutMLP` (anything with a drop rate `p` and a `weight`: a chapter's own copy of the class too)."
+    return [l for l in net.layers if hasattr(l, 'p') and hasattr(l, 'weight')]
 
 def _np(t): return t.detach().cpu().numpy() if hasattr(t, 'detach') else np.asarray(t, dtype=float)
 
