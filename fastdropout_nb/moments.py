@@ -16,8 +16,8 @@ _all_ = ['dropout_moments']
 # %% auto #0
 __all__ = ['EXACT', 'REGISTRY', 'SIGMOID_SQ_A', 'SIGMOID_SQ_B', 'sigmoid_mean', 'Bound', 'Domain', 'Identity', 'Entry',
            'register', 'logsigmoid_mean', 'sigmoid_var', 'tanh_moments', 'relu_moments', 'max_moments', 'gelu_mean',
-           'leaky_relu_moments', 'softplus_mean', 'squared_error_mean', 'gauss_hermite_expect', 'unscented_points',
-           'softmax_mean', 'registry_markdown', 'dropout_moments']
+           'leaky_relu_moments', 'softplus_mean', 'exp_mean', 'squared_error_mean', 'gauss_hermite_expect',
+           'unscented_points', 'softmax_mean', 'registry_markdown', 'dropout_moments']
 
 # %% ../nbs/01_closed_forms.ipynb #5032e908
 _PI_8 = np.pi / 8
@@ -360,6 +360,17 @@ def softplus_mean(mu, var):
 register(Entry('softplus_mean', softplus_mean, lambda y: np.logaddexp(0.0, y), REGISTRY['logsigmoid_mean'].bound,
                '01_closed_forms', measured="the log-sigmoid's error mirrored (μ → −μ), quadrature",
                mutants={'prefactor dropped': lambda mu, var: np.logaddexp(0.0, np.asarray(mu) / np.sqrt(1 + _PI_8 * np.asarray(var)))}))
+
+# %% ../nbs/01_closed_forms.ipynb #5e4598d7
+def exp_mean(mu, var):
+    "E[exp(Y)] = exp(mu + var/2), Y ~ N(`mu`, `var`): exact (the lognormal mean); inf where mu + var/2 > 709.78."
+    _check(mu, var)
+    o, (mu, var) = as_float(mu, var)
+    return o.exp(mu + var / 2)
+
+register(Entry('exp_mean', exp_mean, np.exp, EXACT, '01_closed_forms', measured='quadrature',
+               domain=Domain(std=(0.1, 1.0), edges=False),   # the true value overflows at the edges; MC needs a moderate std
+               mutants={'1/2 dropped': lambda mu, var: np.exp(np.asarray(mu) + np.asarray(var))}))
 
 # %% ../nbs/01_closed_forms.ipynb #1929e9bd
 def squared_error_mean(mu, var, target):
