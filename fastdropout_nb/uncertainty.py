@@ -17,7 +17,7 @@ from .propagation import Moments, ChannelGated, moments_of, moment_propagation
 from .distill import switchable_dropout, dropout_mode, dropout_modules, seeded, standard_predict
 
 # %% auto #0
-__all__ = ['COV_OUTPUTS', 'METHODS', 'dropout_noise_var', 'linearised_var', 'Source', 'source_covariance',
+__all__ = ['COV_OUTPUTS', 'UNSCENTED_BOUND', 'METHODS', 'dropout_noise_var', 'linearised_var', 'Source', 'source_covariance',
            'CovariancePropagation', 'covariance_propagation', 'covariance_factor', 'sigma_points', 'softmax_stats',
            'gaussian_cross_entropy', 'final_softmax', 'as_logits', 'mc_outputs', 'entropy', 'predict_uncertainty']
 
@@ -214,6 +214,9 @@ def gaussian_cross_entropy(mean:torch.Tensor, # the logits' means, (N, K)
     if bool(((target < 0) | (target >= mean.shape[-1])).any()): raise ValueError(f"target must be class indices in [0, {mean.shape[-1]})")
     loss = torch.tensordot(w, torch.logsumexp(points, -1), 1) - mean.gather(-1, target[..., None].long())[..., 0]
     return loss if reduction == 'none' else loss.sum() if reduction == 'sum' else loss.mean()
+
+# %% ../nbs/04c_uncertainty.ipynb #a3f1c031
+UNSCENTED_BOUND = dict(probs=0.01, entropy=0.02)   # |error| / v² of softmax_stats (v: largest eigenvalue), K <= 10, |mu| <= 6, std <= 3
 
 # %% ../nbs/04c_uncertainty.ipynb #a3f1c025
 _SOFTMAXES = {F.softmax: 'softmax', torch.softmax: 'softmax', 'softmax': 'softmax', nn.Softmax: 'softmax',
