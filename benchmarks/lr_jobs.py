@@ -27,7 +27,7 @@ def run(jobs, data_dir):
 if __name__ == '__main__':
     data_dir = sys.argv[1] if len(sys.argv) > 1 else None
     print(f'# LR table cells, one process vs two (benchmarks/lr_jobs.py)\n')
-    print(f'command: python benchmarks/lr_jobs.py {data_dir or ""}'.rstrip())
+    print(f'command: python benchmarks/lr_jobs.py {"DATA" if data_dir else ""}'.rstrip())   # the folder as typed: DATA
     print(f'machine: {platform.machine()} / {platform.system()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, '
           f'{time.strftime("%Y-%m-%d")}')
     print(f'cells: rows {", ".join(LR_DETERMINISTIC)}; data sets {", ".join(SETS)}; 10 folds each '

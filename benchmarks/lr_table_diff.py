@@ -39,6 +39,7 @@ def optimum_accuracy(name, method, k, data_dir, params, seed=0):
 
 
 def main(argv=None):
+    from _typed import typed_command   # benchmarks/_typed.py
     from fastdropout_nb.experiments import LR_METHODS
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--base', default='611ea0b')
@@ -51,7 +52,7 @@ def main(argv=None):
     lines = []
     def say(line=''):
         print(line, flush=True); lines.append(line)
-    say(f'# lr_table_diff: python benchmarks/lr_table_diff.py {" ".join(sys.argv[1:] if argv is None else argv)}')
+    say(f'# lr_table_diff: {typed_command("benchmarks/lr_table_diff.py", argv)}')
     old, new = cells_at(args.base), cells_at(None)
     slug = {m: re.sub(r'[^A-Za-z0-9]+', '_', m).strip('_') for m in LR_METHODS}
     worst = 0.0

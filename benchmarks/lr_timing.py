@@ -97,6 +97,7 @@ def mc_trajectory(est, X, y, Xte, yte):
 
 
 def main(argv=None):
+    from _typed import typed_command, typed_data   # benchmarks/_typed.py
     from fastdropout_nb.data import data_dir, TEXT_DATASETS
     from fastdropout_nb.experiments import LR_METHODS
     from fastdropout_nb.logistic import FastDropoutLogisticRegression
@@ -113,9 +114,9 @@ def main(argv=None):
     root, lines = data_dir(args.data_dir), []
     def say(line=''):
         print(line, flush=True); lines.append(line)
-    say(f'# lr_timing: python benchmarks/lr_timing.py {" ".join(sys.argv[1:] if argv is None else argv)}')
+    say(f'# lr_timing: {typed_command("benchmarks/lr_timing.py", argv)}')
     say(f'# {platform.machine()} {platform.system()}, Python {platform.python_version()}, {os.cpu_count()} CPUs, '
-        f'one thread, {time.strftime("%Y-%m-%d %H:%M")}, load average {os.getloadavg()[0]:.1f} at the start; data {root}')
+        f'one thread, {time.strftime("%Y-%m-%d %H:%M")}, load average {os.getloadavg()[0]:.1f} at the start; data {typed_data(args.data_dir)}')
     say(f'# plain LR: {LR_METHODS["plain LR"]} (L-BFGS-B); fast dropout: {LR_METHODS["closed form"]}, solver tron '
         f'(default) and lbfgs; MC dropout: method=mc, p=0.5, C=12.5, n_samples={args.mc_samples}')
     head = (f'{"data set":8s} {"n_train":>7s} {"m":>7s} | {"plain s":>7s} {"acc":>5s} {"it":>3s} | '

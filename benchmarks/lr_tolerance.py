@@ -41,6 +41,7 @@ def fold_results(name, k, data_dir, seed=0):
 
 
 def main(argv=None):
+    from _typed import typed_command, typed_data   # benchmarks/_typed.py
     from joblib import Parallel, delayed
     from fastdropout_nb.data import data_dir
     from fastdropout_nb.experiments import _lr_folds
@@ -54,9 +55,9 @@ def main(argv=None):
     root, lines = data_dir(args.data_dir), []
     def say(line=''):
         print(line, flush=True); lines.append(line)
-    say(f'# lr_tolerance: python benchmarks/lr_tolerance.py {" ".join(sys.argv[1:] if argv is None else argv)}')
+    say(f'# lr_tolerance: {typed_command("benchmarks/lr_tolerance.py", argv)}')
     say(f'# {platform.machine()} {platform.system()}, Python {platform.python_version()}, {os.cpu_count()} CPUs, '
-        f'{args.jobs} worker(s) of one thread, {time.strftime("%Y-%m-%d %H:%M")}; data {root}')
+        f'{args.jobs} worker(s) of one thread, {time.strftime("%Y-%m-%d %H:%M")}; data {typed_data(args.data_dir)}')
     tasks = [(name, k) for name in args.datasets for k in range(len(_lr_folds(name, root, args.seed)[1]))]
     got = Parallel(n_jobs=args.jobs)(delayed(fold_results)(name, k, root, args.seed) for name, k in tasks)
     res = {(name, k): out for name, k, out in got}

@@ -7,7 +7,7 @@ MC-dropout net (all over the same test images, batches of 1000, argument checks 
 
 Uses a GPU when one is available, the CPU otherwise. Example (the committed CPU report):
 
-    OMP_NUM_THREADS=1 python benchmarks/nn_timing.py --data-dir ../shared/data --n-train 10000 \
+    OMP_NUM_THREADS=1 python benchmarks/nn_timing.py --data-dir DATA --n-train 10000 \
         --max-epochs 6 --target 0.06 --n-infer 2000 --threads 1 --out reports/nn_timing.txt
 """
 import argparse
@@ -58,6 +58,7 @@ def inference_costs(model, X, device, batch=1000, mc_samples=100):
 
 
 def main(argv=None):
+    from _typed import typed_command   # benchmarks/_typed.py
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--data-dir', default=None)
     ap.add_argument('--n-train', type=int, default=None, help='first N training images (default all 60000)')
@@ -73,7 +74,7 @@ def main(argv=None):
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)'
     Xtr, ytr, Xte, yte = mnist_tensors(a.data_dir, a.n_train, device)
     lines = [f'device: {name}; torch {torch.__version__}',
-             f'command: python benchmarks/nn_timing.py ' + ' '.join(sys.argv[1:] if argv is None else argv),
+             f'command: {typed_command("benchmarks/nn_timing.py", argv)}',
              f'data: MNIST, {len(ytr)} training images, {len(yte)} test images; net 784-1200-1200-10, ReLU, p_input 0.2, p_hidden 0.5; '
              f'SGD momentum 0.9, lr 0.05, batch 100', '']
     print('\n'.join(lines), flush=True)
