@@ -6,9 +6,10 @@ lr 0.05 decayed x0.99 per epoch, seed 0) on the first 50 000 training images and
 `variance_ratio_by_layer` (real-dropout / propagated variance of each layer's outputs, 500 training images,
 200 masks). The test set is used only with --test (below). Variants:
 
-  hidden4, hidden10   var_scale 4 or 10 on the hidden layers' dropout only (not on the input layer)
+  hidden4, hidden10   var_scale 4 or 10 on the hidden layers' dropout only (not on the input layer); var_scale_rule 'mean'
+                      (var_scale on the (p/q) m^2 part of the masks' noise only), the rule the committed runs used
   output6             var_scale 6 on the output layer's dropout only (its inputs' variance is the one
-                      propagated 5-6x too small; the hidden layers' are about right)
+                      propagated 5-6x too small; the hidden layers' are about right); var_scale_rule 'mean' as above
   covfix              the output layer's input variance corrected for the covariance of the last hidden layer's
                       units that the propagation leaves out: Cov(h2) ~ J W2 diag(d1) W2^T J (delta method through
                       the ReLUs, J = Phi(mu/s) their expected slopes, d1 the variances of layer 2's dropped inputs),
@@ -18,7 +19,9 @@ lr 0.05 decayed x0.99 per epoch, seed 0) on the first 50 000 training images and
                       logits' variance with every mask's covariance, the law of total variance from the output down
                       with each hidden layer linearised at its expected slopes Phi(mu/s); covfix plus the input masks'
                       covariance (Var z = sum_l rho_l sum_i (T_l)_ki^2 E[a_{l-1,i}^2], T_l the logits' Jacobian with
-                      respect to layer l's dropped inputs); run with --flush-denormal --threads 2
+                      respect to layer l's dropped inputs); run with --flush-denormal --threads 2. The committed runs
+                      (delta, delta_test) were trained without the ReLUs' residual variance, and so is this variant:
+                      DeltaVariance(model, residual=False)
   meanonly            each layer sees only its own dropout noise: the incoming variance is set to 0 after
                       every activation (as in Wang & Manning's code, which propagates the means only)
   sample              the expected softmax cross-entropy by 20 Gaussian samples of the logits (independent)
@@ -121,15 +124,15 @@ def make_variant(name):
     model = FastDropoutMLP((784, 1200, 1200, 10), 0.0 if name == 'noinput' else 0.2, 0.5, activation=act)
     lins = [m for m in model.layers if isinstance(m, FastDropoutLinear)]
     if name.startswith('hidden'):
-        for m in lins[1:]: m.var_scale = float(name[len('hidden'):])
-    if name.startswith('output'): lins[-1].var_scale = float(name[len('output'):])
+        for m in lins[1:]: m.var_scale, m.var_scale_rule = float(name[len('hidden'):]), 'mean'
+    if name.startswith('output'): lins[-1].var_scale, lins[-1].var_scale_rule = float(name[len('output'):]), 'mean'
     if name == 'meanonly':
         model.layers = nn.Sequential(*[m if isinstance(m, FastDropoutLinear) else MeanOnly(m) for m in model.layers])
     train_model, loss_fn = model, None
     if name == 'sample':
         def loss_fn(out, t): return fast_dropout_cross_entropy(*out, t, method='sample', n_samples=20)
     if name == 'covfix': train_model = CovCorrected(model)
-    if name == 'delta': train_model = DeltaVariance(model)
+    if name == 'delta': train_model = DeltaVariance(model, residual=False)      # the rule of the committed runs
     if name == 'gauss': train_model = GaussianSampled(model)
     if name == 'fullcov':
         train_model = FullCovLogits(model, 20)
@@ -148,7 +151,7 @@ def covfix_ratio(model, X, n_samples=200, seed=0):
     real, _ = _real_and_fast(model); real.train()
     torch.manual_seed(seed)
     v_real = torch.stack([real(X) for _ in range(n_samples)]).var(0)
-    v_prop, v_fix, v_delta = model(X)[1], CovCorrected(model)(X)[1], DeltaVariance(model)(X)[1]
+    v_prop, v_fix, v_delta = model(X)[1], CovCorrected(model)(X)[1], DeltaVariance(model, residual=False)(X)[1]
     return dict(propagated=float((v_real / v_prop).median()), corrected=float((v_real / v_fix).median()),
                 delta=float((v_real / v_delta).median()), n_samples=n_samples, n=len(X))
 
@@ -161,7 +164,7 @@ def step_seconds(X, y, out_dir, weights, n=20):
     real = _real_and_fast(model)[0].train()                     # the real dropout net with the same weights
     res = {}
     with no_checks():
-        for name, net, loss in (('covfix', CovCorrected(model), default_loss), ('delta', DeltaVariance(model), default_loss),
+        for name, net, loss in (('covfix', CovCorrected(model), default_loss), ('delta', DeltaVariance(model, residual=False), default_loss),
                                 ('fast_dropout', model, default_loss), ('mc_dropout', real, F.cross_entropy)):
             times = []
             for i in range(n + 3):

@@ -24,25 +24,37 @@ from .moments import (relu_moments, sigmoid_mean, sigmoid_var, tanh_moments, log
                                     squared_error_mean, softmax_mean, unscented_points)
 
 # %% auto #0
-__all__ = ['PAPER_MNIST_ERRORS', 'MNIST_SIZES', 'linear_moments', 'as_pair', 'FastDropoutLinear', 'relu_moments_direct',
-           'MomentReLU', 'MomentSigmoid', 'MomentTanh', 'FastDropoutMLP', 'dropout_mlp', 'dropout_twin', 'fast_twin',
-           'fast_dropout_bce', 'fast_dropout_mse', 'fast_dropout_cross_entropy', 'predict_proba', 'count_errors',
-           'variance_ratio_by_layer', 'relu_slope', 'delta_moments', 'DeltaVariance', 'relu_moments_fast',
-           'default_loss', 'train_mlp', 'mnist_tensors', 'make_mnist_model', 'objective_gap', 'mnist_experiment']
+__all__ = ['NN_BOUNDS', 'PAPER_MNIST_ERRORS', 'MNIST_SIZES', 'mask_noise_coefs', 'linear_moments', 'as_pair', 'FastDropoutLinear',
+           'relu_moments_direct', 'MomentReLU', 'MomentSigmoid', 'MomentTanh', 'FastDropoutMLP', 'dropout_mlp',
+           'dropout_twin', 'fast_twin', 'fast_dropout_bce', 'fast_dropout_mse', 'fast_dropout_cross_entropy',
+           'predict_proba', 'count_errors', 'variance_ratio_by_layer', 'relu_slope', 'relu_residual_var',
+           'delta_moments', 'DeltaVariance', 'relu_moments_fast', 'default_loss', 'train_mlp', 'mnist_tensors',
+           'make_mnist_model', 'objective_gap', 'mnist_experiment']
 
 # %% ../nbs/04_nn.ipynb #e270b302
+def mask_noise_coefs(p:float,                      # probability of dropping an input (inverted dropout)
+                     var_scale:float=1.0,          # multiplies the masks' fresh noise ("+ Var")
+                     var_scale_rule:str='noise',   # 'noise': all of it; 'mean': only its (p/q) m² part (the committed MNIST runs)
+                    )->tuple:                      # (c_m, c_v): the fresh noise's variance is c_m m² + c_v v
+    "The variance of a dropout layer's fresh noise (g - 1)∘a on inputs of mean m, variance v: (p/q)(m² + v), times `var_scale`."
+    if var_scale_rule not in ('noise', 'mean'): raise ValueError(f"var_scale_rule must be 'noise' or 'mean'; got {var_scale_rule!r}")
+    rho = p / (1.0 - p)
+    return var_scale * rho, (var_scale * rho if var_scale_rule == 'noise' else rho)
+
 def linear_moments(mean:torch.Tensor,              # the inputs' means, shape (..., in_features)
                    var:torch.Tensor|None,          # their variances (None: 0)
                    weight:torch.Tensor,            # (out_features, in_features)
                    bias:torch.Tensor|None=None,    # (out_features,) or None
                    p:float=0.5,                    # probability of dropping an input (inverted dropout)
-                   var_scale:float=1.0,            # multiplies the masks' own noise term ("+ Var")
+                   var_scale:float=1.0,            # multiplies the masks' fresh noise ("+ Var")
+                   var_scale_rule:str='noise',     # as in `mask_noise_coefs`
                   )->tuple:                        # the outputs' `(mean, var)`
-    "The two products of the derivation: `F.linear(m, W, b)` and `F.linear(var_scale (p/q) m² + v/q, W∘W)`."
-    q = 1.0 - p
-    second = (var_scale * p / q) * mean * mean                  # the masks' own noise
-    if var is not None: second = second + var / q               # the incoming variance, amplified by 1/q
+    "The two products of the derivation: `F.linear(m, W, b)` and `F.linear(v + c_m m² + c_v v, W∘W)` (`mask_noise_coefs`)."
+    c_m, c_v = mask_noise_coefs(p, var_scale, var_scale_rule)
+    second = c_m * mean * mean                                  # the masks' noise on the inputs' means
+    if var is not None: second = second + (1.0 + c_v) * var     # the incoming variance, and the masks' noise on it
     return F.linear(mean, weight, bias), F.linear(second, weight * weight)
+
 
 # %% ../nbs/04_nn.ipynb #999c5e45
 def as_pair(x):
@@ -70,16 +82,19 @@ class FastDropoutLinear(nn.Module):
     def __init__(self, in_features:int, out_features:int,
                  p:float=0.5,                # probability of dropping an input
                  bias:bool=True,
-                 var_scale:float=1.0,        # multiplies the masks' own noise term ("+ Var")
-                 device=None, dtype=None):
+                 var_scale:float=1.0,        # multiplies the masks' fresh noise ("+ Var")
+                 device=None, dtype=None,
+                 var_scale_rule:str='noise', # as in `mask_noise_coefs`
+                ):
         super().__init__()
         try: p = float(p)
         except (TypeError, ValueError):
             raise ValueError(f"p is the probability of dropping a unit and must be a number in [0, 1); got {p!r}") from None
         check_rate(p, 'p')
         if not (np.isfinite(var_scale) and var_scale >= 0): raise ValueError(f"var_scale must be finite and >= 0; got {var_scale}")
+        mask_noise_coefs(p, var_scale, var_scale_rule)       # checks the rule
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.p, self.var_scale = float(p), float(var_scale)
+        self.p, self.var_scale, self.var_scale_rule = float(p), float(var_scale), var_scale_rule
         self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.empty(self.out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters()
@@ -98,11 +113,12 @@ class FastDropoutLinear(nn.Module):
                              f"them (e.g. x.to({self.weight.dtype}))")
         return mean, var
 
-    def forward(self, x): return linear_moments(*self._check_input(x), self.weight, self.bias, self.p, self.var_scale)
+    def forward(self, x): return linear_moments(*self._check_input(x), self.weight, self.bias, self.p, self.var_scale, self.var_scale_rule)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, p={self.p}, "
-                f"bias={self.bias is not None}" + (f", var_scale={self.var_scale}" if self.var_scale != 1 else ''))
+                f"bias={self.bias is not None}" + (f", var_scale={self.var_scale}" if self.var_scale != 1 else '')
+                + (f", var_scale_rule={self.var_scale_rule!r}" if self.var_scale_rule != 'noise' else ''))
 
 # %% ../nbs/04_nn.ipynb #b91d739b
 _SQRT_2PI_INV = 1 / math.sqrt(2 * math.pi)
@@ -161,14 +177,16 @@ class FastDropoutMLP(nn.Module):
                  p_input:float=0.2,            # drop rate of the inputs
                  p_hidden:float=0.5,           # drop rate of every hidden layer's outputs
                  activation:str='relu',        # 'relu', 'sigmoid' or 'tanh'
-                 var_scale:float=1.0,          # multiplies every layer's mask term ("+ Var")
-                 bias:bool=True, device=None, dtype=None):
+                 var_scale:float=1.0,          # multiplies every layer's fresh mask noise ("+ Var")
+                 bias:bool=True, device=None, dtype=None,
+                 var_scale_rule:str='noise',   # as in `mask_noise_coefs`
+                ):
         super().__init__()
         _check_sizes(sizes, activation)
         layers = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             if i: layers.append(_ACTIVATIONS[activation]())
-            layers.append(FastDropoutLinear(a, b, p_input if i == 0 else p_hidden, bias, var_scale, device, dtype))
+            layers.append(FastDropoutLinear(a, b, p_input if i == 0 else p_hidden, bias, var_scale, device, dtype, var_scale_rule))
         self.layers = nn.Sequential(*layers)
         self.sizes, self.activation = tuple(int(s) for s in sizes), activation
 
@@ -202,7 +220,7 @@ def dropout_twin(model:FastDropoutMLP)->nn.Sequential:
     for a, b in zip([m for m in real if isinstance(m, nn.Linear)], lins): a.weight, a.bias = b.weight, b.bias
     return real
 
-def fast_twin(model:nn.Sequential, var_scale:float=1.0)->FastDropoutMLP:
+def fast_twin(model:nn.Sequential, var_scale:float=1.0, var_scale_rule:str='noise')->FastDropoutMLP:
     "The `FastDropoutMLP` that shares the parameters of a net shaped like `dropout_mlp`'s: [Flatten,] Dropout, Linear, (activation, Dropout, Linear)*."
     layers = [m for m in model if not isinstance(m, nn.Flatten)] if isinstance(model, nn.Sequential) else []
     drops, lins, acts = layers[0::3], layers[1::3], layers[2::3]
@@ -215,7 +233,8 @@ def fast_twin(model:nn.Sequential, var_scale:float=1.0)->FastDropoutMLP:
                          f"net use moment propagation of any model (`moment_propagation`); got {type(model).__name__} {[type(m).__name__ for m in layers]}")
     w = lins[0].weight
     fast = FastDropoutMLP([lins[0].in_features] + [l.out_features for l in lins], drops[0].p, drops[1].p if len(drops) > 1 else 0.0,
-                          _ACTIVATION_NAME[kinds.pop()] if kinds else 'relu', var_scale, lins[0].bias is not None, w.device, w.dtype)
+                          _ACTIVATION_NAME[kinds.pop()] if kinds else 'relu', var_scale, lins[0].bias is not None, w.device, w.dtype,
+                          var_scale_rule)
     for f, l in zip([m for m in fast.layers if isinstance(m, FastDropoutLinear)], lins):
         f.weight = l.weight
         if l.bias is not None: f.bias = l.bias
@@ -224,6 +243,16 @@ def fast_twin(model:nn.Sequential, var_scale:float=1.0)->FastDropoutMLP:
 def _real_and_fast(model):
     "The real dropout net and the moment-propagating net that share `model`'s weights (a `FastDropoutMLP` or a `dropout_mlp`)."
     return (dropout_twin(model), model) if isinstance(model, FastDropoutMLP) else (model, fast_twin(model))
+
+# %% ../nbs/04_nn.ipynb #949fa553
+NN_BOUNDS = dict(   # the bounds this chapter states, each measured where it is checked; the numbers are written here only
+    gauss_model={'relu': (1e-12, 1e-12), 'sigmoid': (0.025, 0.06), 'tanh': (0.06, 0.3)},   # 4-5-5-2 nets, per net: (mean, var) abs. error vs the same Gaussian model
+    real_median={'relu': (0.11, 0.31), 'sigmoid': (0.02, 0.09), 'tanh': (0.075, 0.24)},   # 4-5-5-2 nets, median over nets: (|Δmean|/s, |s_prop/s - 1|) vs real dropout
+    wide=(0.1, 0.15),          # 100-200-200-10 nets, every output unit: (|Δmean|/s, |s_prop/s - 1|) vs 4000 Monte Carlo masks
+    softmax_ce=0.05,           # |unscented - Monte Carlo| of the expected softmax cross-entropy, per unit of the largest class variance
+    delta_sd_median=0.13,      # delta_moments, 4-5-5-2 ReLU nets: median over nets of max |s/s_exact - 1|
+)
+
 
 # %% ../nbs/04_nn.ipynb #3c5cd639
 def _reduce(x, reduction):
@@ -363,16 +392,23 @@ def relu_slope(mean, var):
     "The expected slope of a ReLU at a Gaussian input, P(U > 0) = Φ(μ/s): d E[max(U, 0)] / dμ (1/2 at μ = s = 0)."
     return torch.special.ndtr(mean / var.clamp_min(1e-12).sqrt())
 
+def relu_residual_var(mean, var, out_var):
+    "Var f(U) - J² Var U, J = `relu_slope`: what the least-squares linear fit of a ReLU at U ~ N(`mean`, `var`) leaves out (`out_var` = Var f(U))."
+    return (out_var - relu_slope(mean, var) ** 2 * var).clamp_min(0.0)
+
 def _check_relu_mlp(model):
     if not isinstance(model, FastDropoutMLP) or model.activation != 'relu':
         raise ValueError(f"model must be a FastDropoutMLP with activation 'relu'; got {type(model).__name__}"
                          + (f" with activation {model.activation!r}" if isinstance(model, FastDropoutMLP) else ''))
 
-def delta_moments(model, x):
-    """The outputs' `(mean, var)` of a ReLU `FastDropoutMLP` over all its dropout masks, with every mask's covariance
-    carried to the outputs: the law of total variance from the output layer down, each hidden layer linearised at
-    its expected slopes (`relu_slope`). Var z_k = Σ_l ρ_l Σ_i (T_l)_ki² E[a_{l-1,i}²] (+ Σ_i v_i (T_1)_ki² for an
-    input of variance v), ρ_l = var_scale p_l / q_l, T_L = W_L, T_l = T_{l+1} diag(J_l) W_l. The means are the propagated ones."""
+def delta_moments(model,                 # a ReLU `FastDropoutMLP`
+                  x,                     # its input: a tensor, or a `(mean, var)` pair
+                  residual:bool=True,    # add the ReLUs' residual variance (False: the rule of the committed MNIST runs)
+                 )->tuple:               # the outputs' `(mean, var)`
+    """The outputs' `(mean, var)` of a ReLU `FastDropoutMLP` over all its dropout masks, every mask's covariance carried to the
+    outputs: the law of total variance from the output layer down, each hidden layer linearised at its expected slopes
+    (`relu_slope`). Var z_k = Σ_l Σ_i (T_l)_ki² (noise_l,i + R_l-1,i) (+ Σ_i v_i (T_1)_ki² for an input of variance v): the masks'
+    fresh noise (`mask_noise_coefs`), the ReLUs' residual R (`relu_residual_var`), T_L = W_L, T_l = T_{l+1} diag(J_l) W_l."""
     _check_relu_mlp(model)
     mean, var = as_pair(x)
     if mean.ndim > 2: mean, var = mean.flatten(1), (None if var is None else var.flatten(1))
@@ -383,21 +419,26 @@ def delta_moments(model, x):
         inputs.append(h); pre.append(lin(h if h[1] is not None else h[0]))      # input and pre-activation moments
         if i < len(lins) - 1: h = acts[i](pre[-1])
     slopes = [relu_slope(*u) for u in pre[:-1]]
-    W = lins[-1].weight; T, Ts = (W if mean.ndim == 1 else W[None]), []
-    for i in range(len(lins) - 2, -1, -1):                                       # d z / d (layer i's dropped inputs), (batch, K, H_i)
-        T = (T * slopes[i][..., None, :]) @ lins[i].weight; Ts.append((i, T))
-    second = lambda m, v: m * m if v is None else m * m + v                      # E[a²] of a layer's inputs
-    rho = [lin.var_scale * lin.p / (1 - lin.p) for lin in lins]
-    out = rho[-1] * second(*inputs[-1]) @ (W ** 2).t()                           # the output layer's own masks
-    for i, T in Ts: out = out + rho[i] * (T * T * second(*inputs[i])[..., None, :]).sum(-1)
+    def added(i):                                                                # the variance layer i's inputs gain
+        (m, v), lin = inputs[i], lins[i]
+        c_m, c_v = mask_noise_coefs(lin.p, lin.var_scale, lin.var_scale_rule)
+        out = c_m * m * m if v is None else c_m * m * m + c_v * v               # the masks' fresh noise
+        return out + relu_residual_var(*pre[i - 1], v) if residual and i else out
+    W = lins[-1].weight; T = W if mean.ndim == 1 else W[None]
+    out = added(len(lins) - 1) @ (W * W).t()                                     # T_L = W_L
+    for i in range(len(lins) - 2, -1, -1):                                       # T_i: d z / d (layer i's dropped inputs)
+        T = (T * slopes[i][..., None, :]) @ lins[i].weight
+        out = out + (T * T * added(i)[..., None, :]).sum(-1)
     if var is not None: out = out + (T * T * var[..., None, :]).sum(-1)
     return pre[-1][0], out
 
 class DeltaVariance(nn.Module):
     "A ReLU `FastDropoutMLP` whose outputs' variance is `delta_moments`'s (every mask's covariance), for training or prediction."
-    def __init__(self, model):
-        super().__init__(); _check_relu_mlp(model); self.model = model
-    def forward(self, x): return delta_moments(self.model, x)
+    def __init__(self, model, residual:bool=True):
+        super().__init__(); _check_relu_mlp(model); self.model, self.residual = model, bool(residual)
+    def forward(self, x): return delta_moments(self.model, x, self.residual)
+    def extra_repr(self): return '' if self.residual else 'residual=False'
+
 
 # %% ../nbs/04_nn.ipynb #9b98670c
 class _FastDropoutLinearFn(torch.autograd.Function):
@@ -446,8 +487,8 @@ def _weight_squared(layer, scale):
 def _fast_linear_forward(self, x):
     "`FastDropoutLinear.forward` on the fast paths: `_FastDropoutLinearFn` under autograd, the cached W∘W/q without it."
     mean, var = self._check_input(x)
-    q = 1.0 - self.p
-    noise, amp = self.var_scale * self.p / q, 1.0 / q             # a = noise m² + amp v
+    c_m, c_v = mask_noise_coefs(self.p, self.var_scale, self.var_scale_rule)
+    noise, amp = c_m, 1.0 + c_v                                   # a = noise m² + amp v
     if torch.is_grad_enabled(): return _FastDropoutLinearFn.apply(mean, var, self.weight, self.bias, noise, amp)
     return _linear_moments_nograd(mean, var, self.weight, self.bias, noise / amp, _weight_squared(self, amp))
 
@@ -612,13 +653,15 @@ def make_mnist_model(kind:str,                  # 'plain', 'mc_dropout' (a `drop
                      p_input:float=0.2, p_hidden:float=0.5,
                      var_scale:float=1.5,        # the extra variance of 'fast_dropout_var'
                      seed:int=0,                 # seeds the initial weights
+                     var_scale_rule:str='mean',  # the rule of 'fast_dropout_var' (`mask_noise_coefs`; 'mean' trained the committed runs)
                     )->nn.Module:
     "The net for one MNIST row, freshly initialised."
     if kind not in PAPER_MNIST_ERRORS: raise ValueError(f"kind must be one of {tuple(PAPER_MNIST_ERRORS)}; got {kind!r}")
     torch.manual_seed(seed)
     if kind == 'plain': return dropout_mlp(sizes, 0.0, 0.0)
     if kind == 'mc_dropout': return dropout_mlp(sizes, p_input, p_hidden)
-    return FastDropoutMLP(sizes, p_input, p_hidden, var_scale=var_scale if kind == 'fast_dropout_var' else 1.0)
+    extra = kind == 'fast_dropout_var'
+    return FastDropoutMLP(sizes, p_input, p_hidden, var_scale=var_scale if extra else 1.0, var_scale_rule=var_scale_rule if extra else 'noise')
 
 # %% ../nbs/04_nn.ipynb #523538a7
 @torch.no_grad()
@@ -672,6 +715,7 @@ def mnist_experiment(kind:str,                # 'plain', 'mc_dropout', 'fast_dro
                      curve:bool=True,         # record the test errors after every epoch (a learning curve, not a stopping rule)
                      max_norm=None,           # as in `train_mlp`
                      validation:bool=False,   # train on all but the last 10 000 training images and score those, not the test set
+                     var_scale_rule:str='mean', # the rule of 'fast_dropout_var' (`mask_noise_coefs`): 'mean' trained the committed runs
                     )->dict:                  # JSON-able: errors beside the paper's, settings, curve, `objective_gap`, `variance_ratio_by_layer`
     "Train one MNIST 784-1200-1200-10 net of `kind` and report its test errors beside the paper's; the headline is the last epoch's."
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
@@ -679,10 +723,11 @@ def mnist_experiment(kind:str,                # 'plain', 'mc_dropout', 'fast_dro
     if validation:
         if len(Xtr) <= 10_000: raise ValueError(f"validation needs more than 10 000 training images; got {len(Xtr)}")
         Xtr, ytr, Xte, yte = Xtr[:-10_000], ytr[:-10_000], Xtr[-10_000:], ytr[-10_000:]
-    model = make_mnist_model(kind, var_scale=var_scale, seed=seed).to(device)
+    model = make_mnist_model(kind, var_scale=var_scale, seed=seed, var_scale_rule=var_scale_rule).to(device)
     method = 'moment' if kind.startswith('fast') else 'standard'
     evaluate = (lambda m: dict(test_errors=count_errors(m, Xte, yte, method=method))) if curve else None
     hist = train_mlp(model, Xtr, ytr, epochs, lr=lr, lr_decay=lr_decay, batch_size=batch_size, momentum=momentum,
                      seed=seed, checkpoint=checkpoint, progress=progress, evaluate=evaluate, max_norm=max_norm)
-    settings = dict(lr=lr, lr_decay=lr_decay, batch_size=batch_size, momentum=momentum, var_scale=var_scale, seed=seed, max_norm=max_norm)
+    settings = dict(lr=lr, lr_decay=lr_decay, batch_size=batch_size, momentum=momentum, var_scale=var_scale, seed=seed, max_norm=max_norm,
+                    **(dict(var_scale_rule=var_scale_rule) if kind == 'fast_dropout_var' else {}))
     return _mnist_report(model, kind, hist, (Xtr, ytr, Xte, yte), settings, mc_samples, validation, device)
