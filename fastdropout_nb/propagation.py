@@ -22,10 +22,10 @@ __all__ = ['SUPPORTED', 'OUTPUTS', 'Moments', 'moments_of', 'dropout_rule', 'lin
            'avg_pool_rule', 'adaptive_avg_pool_rule', 'reduce_rule', 'scale_rule', 'add_rule', 'structure_rule',
            'cat_rule', 'relu_rule', 'leaky_relu_rule', 'sigmoid_rule', 'tanh_rule', 'quadrature_moments', 'gelu_rule',
            'elementwise_rule', 'max_moments_fast', 'max_pool_rule', 'ChannelGated', 'channel_moments',
-           'channel_dropout_rule', 'gated_conv_rule', 'gated_linear_rule', 'gated_flatten', 'gated_reshape',
-           'MomentPropagation', 'moment_propagation', 'MnistExample', 'BatchNormMLP', 'ResidualBlock', 'ResidualMLP',
-           'GeluSiluMLP', 'AvgPoolLeaky', 'ChannelDropoutNet', 'zoo_models', 'mc_average', 'propagation_scores',
-           'batchnorm_batch_stats', 'update_batchnorm', 'fast_dropout_fit']
+           'channel_dropout_rule', 'gated_conv_rule', 'gated_linear_rule', 'gated_flatten', 'gated_reshape', 'Traced',
+           'traced_step', 'traced_dropout', 'MomentPropagation', 'moment_propagation', 'MnistExample', 'BatchNormMLP',
+           'ResidualBlock', 'ResidualMLP', 'GeluSiluMLP', 'AvgPoolLeaky', 'ChannelDropoutNet', 'zoo_models',
+           'mc_average', 'propagation_scores', 'batchnorm_batch_stats', 'update_batchnorm', 'fast_dropout_fit']
 
 # %% ../nbs/04b_propagation.ipynb #027cbdd6
 class Moments:
@@ -268,6 +268,123 @@ def gated_reshape(g, *shape):
         raise ValueError(f"after a channel dropout only a reshape to (batch, features) is supported; got shape {tuple(mean.shape)}")
     return ChannelGated(mean, g.var.reshape(*shape), g.p, g.channels, True)
 
+# %% ../nbs/04b_propagation.ipynb #5c663f91
+class Traced(Moments):
+    """A value inside a linear segment: its exact `(mean, var)`, and its linear map from each source it depends on,
+    `bases[key] = (B, vs)`: B (K, *shape) the images of the source's K unit vectors, vs (N, K) the source's variances."""
+    __slots__ = ('bases',)
+    def __init__(self, mean, var, bases): super().__init__(mean, var); self.bases = bases
+
+_BASIS_BUDGET = 2 ** 26           # entries of one basis tensor (512 MB in float64)
+
+def _bases(x):
+    "The bases of a noisy value: its own, or, for a plain `Moments` (independent entries), the identity on itself as a source."
+    if isinstance(x, Traced): return x.bases
+    n, k = x.mean.shape[0], x.mean[0].numel()
+    eye = torch.eye(k, dtype=x.mean.dtype, device=x.mean.device).reshape(k, *x.mean.shape[1:])
+    return {x: (eye, x.var.expand_as(x.mean).reshape(n, k))}
+
+def _contract(mean, bases):
+    "Var y = Σ_s (A_s ∘ A_s) var_s: each source's squared basis images weighted by that source's variances, per example."
+    var = 0
+    for b, vs in bases.values(): var = var + (vs @ b.reshape(b.shape[0], -1).square()).reshape(mean.shape)
+    return var if torch.is_tensor(var) else torch.zeros_like(mean)
+
+# %% ../nbs/04b_propagation.ipynb #91b65082
+class _Basis:
+    "A noisy argument seen from one source: its basis images `b` (None: it does not depend on that source) and its per-example shape."
+    __slots__ = ('b', 'shape')
+    def __init__(self, b, shape): self.b, self.shape = b, shape
+
+def traced_step(node, # the graph node
+                rule, # its rule (the mean is read from it)
+                basis_fn, # its homogeneous linear map on bases (`_basis_fn`)
+                reshape:bool=False, # a view / reshape / flatten: the basis takes the output's per-example shape
+               ):
+    """A segment node's runner: the rule's mean, and the exact variance from the bases pushed through the node's
+    homogeneous linear map `basis_fn` (one source at a time; noise-free arguments kept, noisy ones as `_Basis`)."""
+    def run(*args, **kwargs):
+        out, noisy = rule(*args, **kwargs), []
+        fx.node.map_aggregate((args, kwargs), lambda a: noisy.append(a) if isinstance(a, Moments) else None)
+        known = {x: _bases(x) for x in noisy}                              # one identity basis per plain value
+        keys = {k: bv[1] for b in known.values() for k, bv in b.items()}
+        mean, bases = out.mean, {}
+        for key, vs in keys.items():
+            k = vs.shape[1]
+            if mean.dim() == 0 or mean.shape[0] != vs.shape[0]: _refuse(node, "it mixes the examples of a batch")
+            if k * mean[0].numel() > _BASIS_BUDGET:
+                _refuse(node, f"its exact variance needs a basis of {k} × {mean[0].numel()} entries, over the budget of {_BASIS_BUDGET}")
+            sub = lambda a: _Basis(known[a].get(key, (None,))[0], a.mean.shape[1:]) if isinstance(a, Moments) else a
+            b = basis_fn(*fx.node.map_aggregate(args, sub), **fx.node.map_aggregate(kwargs, sub))
+            if b is None: continue
+            if reshape: b = b.reshape(k, *mean.shape[1:])
+            if b.dim() == 0 or b.shape[0] != k: _refuse(node, "it mixes the examples of a batch")
+            if b.shape[1:] != mean.shape[1:]: b = b.broadcast_to(k, *mean.shape[1:])        # a broadcast repeats entries
+            bases[key] = (b, vs)
+        return Traced(mean, _contract(mean, bases), bases)
+    return run
+
+# %% ../nbs/04b_propagation.ipynb #b6ed2999
+def traced_dropout(p):
+    "Dropout inside a segment: x + ε with ε = (g/q − 1) x uncorrelated with everything before, var (p/q)(var + mean²): a new source."
+    def run(x, *a, **k):
+        mean, var = moments_of(x)
+        out = dropout_rule(x, p)
+        bases = dict(_bases(x)) if isinstance(x, Moments) else {}
+        n, kk = mean.shape[0], mean[0].numel()
+        eye = torch.eye(kk, dtype=mean.dtype, device=mean.device).reshape(kk, *mean.shape[1:])
+        bases[object()] = (eye, ((var + mean * mean) * (p / (1.0 - p))).expand_as(mean).reshape(n, kk))
+        return Traced(out.mean, out.var, bases)
+    return run
+
+def _generic_basis(rule):
+    "A rule affine in its one noisy argument (linear, convolution, BatchNorm, pooling, sum, mean, ...) on a basis: f(B) − f(0)."
+    def generic(*args, **kwargs):
+        x = next(a for a in args if isinstance(a, _Basis))
+        if x.b is None: return None
+        z = x.b.new_zeros(1, *x.b.shape[1:])
+        return _affine_part(rule, args, kwargs, x.b) - _affine_part(rule, args, kwargs, z)     # the bias removed
+    return generic
+
+def _affine_part(rule, args, kwargs, b):
+    "The rule's mean with its noisy argument set to `b` (its variance to a one-row stand-in: only the mean is read)."
+    return rule(*[Moments(b, b[:1]) if isinstance(a, _Basis) else a for a in args], **kwargs).mean
+
+# %% ../nbs/04b_propagation.ipynb #5ea97d83
+_ADDS, _SUBS = (operator.add, operator.iadd, torch.add, 'add'), (operator.sub, operator.isub, torch.sub, 'sub')
+_MULS, _DIVS = (operator.mul, operator.imul, torch.mul, 'mul'), (operator.truediv, torch.div, 'div')
+_RESHAPES = (torch.flatten, torch.reshape, 'flatten', 'view', 'reshape', nn.Flatten, nn.Unflatten)
+
+def _basis_fn(node, gm, rule):
+    "The homogeneous linear map of a segment node on a basis: biases and noise-free addends dropped, noise-free factors kept."
+    t = type(gm.get_submodule(node.target)) if node.op == 'call_module' else node.target
+    isb = lambda a: isinstance(a, _Basis)
+    if t in _ADDS or t in _SUBS:
+        sign = -1 if t in _SUBS else 1
+        def add(a, b, *rest, **kw):
+            parts = [x.b * s for x, s in ((a, 1), (b, sign)) if isb(x) and x.b is not None]
+            return None if not parts else parts[0] if len(parts) == 1 else parts[0] + parts[1]
+        return add
+    if t in (operator.neg, torch.neg, 'neg'): return lambda x: None if x.b is None else -x.b
+    if t in _MULS or t in _DIVS:
+        def scale(a, b):
+            x, c = (a, b) if isb(a) else (b, a)
+            if x.b is None: return None
+            if torch.is_tensor(c) and (c.dim() > x.b.dim() or (c.dim() == x.b.dim() and c.shape[0] > 1)):
+                _refuse(node, "a noise-free factor that differs between examples scales a value whose variance needs the "
+                              "composed linear map (two mixing maps or a shared source): that map would differ per example")
+            return x.b / c if t in _DIVS else x.b * c
+        return scale
+    if t in (torch.cat, torch.concat, torch.stack):
+        def cat(ts, *a, **k):
+            like = next((x.b for x in ts if isb(x) and x.b is not None), None)
+            if like is None: return None
+            zero = lambda shape: like.new_zeros(like.shape[0], *shape)       # noise-free parts and other sources: 0
+            return t([x.b if isb(x) and x.b is not None else zero(x.shape if isb(x) else x.shape[1:]) for x in ts], *a, **k)
+        return cat
+    if t in _RESHAPES: return lambda x, *a, **k: x.b                       # reshaped to the output's per-example shape
+    return _generic_basis(rule)
+
 # %% ../nbs/04b_propagation.ipynb #c7e8beb8
 _ELEMENTWISE_MODULES = (nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Mish, nn.Hardswish, nn.Hardsigmoid,
                         nn.Hardtanh, nn.ReLU6, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid)
@@ -447,15 +564,17 @@ _NO_NOISY_INPUT = (nn.RNNBase, nn.MultiheadAttention, nn.Transformer, nn.Transfo
                    nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
 
 def _noisy_rule(node, gm, kinds, n, elementwise):
-    "(rule, kind of the result) for a node with a noisy input; a ValueError naming the node when there is none."
+    """(rule, kind of the result, role) for a node with a noisy input; a ValueError naming the node when there is none.
+    The role: 'mix' (a linear map mixing entries), 'keep' (a linear map keeping entries apart, a join of noisy values,
+    a structure op), 'source' (a nonlinear rule or a channel-gated rule: its output's entries taken as independent), 'meta'."""
     noisy = [_contains(a, {k for k, v in kinds.items() if v != 'det'}) for a in node.args]
     ins = {kinds[a] for a in node.all_input_nodes} - {'det'}
     meta = _meta_rule(node)
-    if meta is not None: return meta, 'det'
+    if meta is not None: return meta, 'det', 'meta'
     if 'chan' in ins:
         m = gm.get_submodule(node.target) if node.op == 'call_module' else None
         mixes = isinstance(m, (nn.Linear, *_CONV_FN)) or node.target is F.linear
-        return _gated_rule(node, gm), ('gauss' if mixes else 'chan')
+        return _gated_rule(node, gm), ('gauss' if mixes else 'chan'), 'source'
     if node.op == 'call_module':
         m = gm.get_submodule(node.target)
         found = (lambda x: elementwise_rule(m, x, n), 'act') if type(m) in elementwise else _module_rule(m, n)
@@ -476,12 +595,66 @@ def _noisy_rule(node, gm, kinds, n, elementwise):
     if kind == 'act' and 'drop' in ins:
         _refuse(node, "it follows a dropout with no linear map in between, so its input is a scaled Bernoulli, not near-Gaussian "
                       "(for ReLU, LeakyReLU and max pooling, dropout after it is the same net: relu(g x) = g relu(x) for a gate g >= 0)")
-    return rule, ('gauss' if kind in ('mix', 'act') else 'drop' if 'drop' in ins else 'gauss')
+    role = 'mix' if kind == 'mix' else 'keep' if kind in ('keep', 'drop') else 'source'
+    return rule, ('gauss' if kind in ('mix', 'act') else 'drop' if 'drop' in ins else 'gauss'), role
+
+# %% ../nbs/04b_propagation.ipynb #d5dbc02b
+def _tup(a): return tuple(a) if isinstance(a, (tuple, list)) else (a,)
+
+def _keeps_apart(node, gm):
+    "Whether a mixing node sends each input entry to one output entry only (sum, mean, non-overlapping average pooling)."
+    m = gm.get_submodule(node.target) if node.op == 'call_module' else None
+    t, a = (type(m), None) if m is not None else (node.target, node.args[1:])
+    if t in (torch.sum, torch.mean, 'sum', 'mean'): return True
+    if t in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d):
+        return all(s == 1 for s in _tup(m.output_size if m is not None else _arg(a, node.kwargs, 0, 'output_size')))
+    if t in (nn.AvgPool1d, nn.AvgPool2d, F.avg_pool1d, F.avg_pool2d):
+        k = _tup(m.kernel_size if m is not None else _arg(a, node.kwargs, 0, 'kernel_size'))
+        s = m.stride if m is not None else _arg(a, node.kwargs, 1, 'stride')
+        s = k if s is None or _tup(s) == () else _tup(s)
+        return all(si >= ki for si, ki in zip(s * len(k) if len(s) == 1 else s, k * len(s) if len(k) == 1 else k))
+    return False
+
+# %% ../nbs/04b_propagation.ipynb #2046d8c5
+def _exact_segments(gm, steps, kinds, roles, rates):
+    """Wrap the runner of every segment node whose variance the element-wise rules get wrong, or that feeds one, in
+    `traced_step` / `traced_dropout`. Per node: its sources, whether its entries are uncorrelated ('white'), and whether
+    the element-wise rules give its variance exactly."""
+    srcs, white, exact = {}, {}, {}
+    seg = lambda x: roles.get(x) in ('drop', 'mix', 'keep')
+    for node, _ in steps:
+        if not seg(node):
+            srcs[node] = frozenset() if kinds.get(node, 'det') == 'det' else frozenset([node])
+            white[node] = exact[node] = True; continue
+        ops = []
+        fx.node.map_arg((node.args, node.kwargs), ops.append)
+        noisy = [a for a in ops if kinds.get(a, 'det') != 'det']
+        union = frozenset().union(*(srcs[a] for a in noisy))
+        apart = sum(len(srcs[a]) for a in noisy) == len(union)                 # no source reaches it twice
+        ok, wh = all(exact[a] for a in noisy) and apart, all(white[a] for a in noisy) and apart
+        if roles[node] == 'drop': srcs[node], white[node], exact[node] = union | {node}, wh, ok; continue
+        call = node.op != 'call_module'
+        binary = call and node.target in (*_ADDS, *_SUBS, *_MULS, *_DIVS)
+        if binary and (len(noisy) > 1 or len(ops) > len(noisy)): wh = False     # a broadcast may repeat entries
+        index = node.args[1] if call and node.target is operator.getitem else ()
+        if not all(isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in (index if isinstance(index, tuple) else (index,))):
+            wh = False                                                         # advanced indexing may repeat entries
+        if roles[node] == 'mix': ok, wh = ok and wh, wh and _keeps_apart(node, gm)
+        srcs[node], white[node], exact[node] = union, wh, ok
+    need = {}
+    for node, _ in reversed(steps):
+        if seg(node): need[node] = not exact[node] or any(need.get(u, False) for u in node.users)
+    for i, (node, run) in enumerate(steps):
+        if not need.get(node): continue
+        if roles[node] == 'drop': steps[i] = (node, traced_dropout(rates[node])); continue
+        t = type(gm.get_submodule(node.target)) if node.op == 'call_module' else node.target
+        steps[i] = (node, traced_step(node, run, _basis_fn(node, gm, run), reshape=t in _RESHAPES))
+    return need
 
 # %% ../nbs/04b_propagation.ipynb #9a350912
 def _plan(gm, n=20, elementwise=(), identities=frozenset()):
-    "Walk the traced graph once: for every node its runner (noise-free nodes run as they are) and what it yields."
-    kinds, steps, final = {}, [], None
+    "Walk the traced graph once: for every node its runner (noise-free nodes run as they are) and what it yields; then the segments."
+    kinds, steps, final, roles, rates = {}, [], None, {}, {}
     out = next(x for x in gm.graph.nodes if x.op == 'output')
     if not isinstance(out.args[0], fx.Node): _refuse(out, "the model must return one tensor (its logits or outputs)")
     last = out.args[0]
@@ -495,14 +668,14 @@ def _plan(gm, n=20, elementwise=(), identities=frozenset()):
         if drop is not None and drop[1] > 0:
             if kinds[node.args[0]] == 'chan': _refuse(node, "dropout after a channel dropout has no rule")
             p = drop[1]
-            kinds[node] = drop[0]
+            kinds[node], roles[node], rates[node] = drop[0], ('drop' if drop[0] == 'drop' else 'source'), p
             steps.append((node, (lambda x, *a, p=p, **k: dropout_rule(x, p)) if drop[0] == 'drop' else (lambda x, *a, p=p, **k: channel_dropout_rule(x, p))))
             continue
         if node.op == 'call_module' and drop is None and (hidden := _hidden_dropout(gm.get_submodule(node.target))):
             _refuse(node, f"it drops inside itself ({hidden}), which the propagation cannot see: its mask-averaged output "
                           "is not its eval-mode output; set that dropout to 0, or write the layer out of supported ops")
         if all(kinds[a] == 'det' for a in node.all_input_nodes): kinds[node] = 'det'; steps.append((node, _native(node, gm))); continue
-        rule, kinds[node] = _noisy_rule(node, gm, kinds, n, tuple(elementwise))
+        rule, kinds[node], roles[node] = _noisy_rule(node, gm, kinds, n, tuple(elementwise))
         steps.append((node, rule))
     dim = None
     if final is not None:
@@ -511,6 +684,7 @@ def _plan(gm, n=20, elementwise=(), identities=frozenset()):
         if dim is None or isinstance(dim, fx.Node): _refuse(last, "a final softmax needs a constant dim")
     final = last if final is None else final
     if kinds[final] == 'chan': _refuse(final, "the output follows a channel dropout directly")
+    _exact_segments(gm, steps, kinds, roles, rates)
     return steps, final, dim, kinds
 
 # %% ../nbs/04b_propagation.ipynb #e817917f
@@ -733,7 +907,10 @@ def batchnorm_batch_stats(mean, # the propagated mean of a BatchNorm's input, ba
     dims = [0] + list(range(2, mean.dim()))
     return mean.mean(dims), var.mean(dims) + mean.var(dims, correction=1)
 
-def update_batchnorm(bn, mean, var):
+def update_batchnorm(bn, # a BatchNorm module
+                     mean, # the propagated mean of its input
+                     var, # its propagated variance
+                    ):
     "One training-mode update of `bn`'s running statistics, from the propagated `(mean, var)` of its input."
     if bn.running_mean is None or mean.numel() <= mean.shape[1]: return     # no statistics, or one value per channel
     with torch.no_grad():
