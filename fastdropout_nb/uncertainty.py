@@ -17,9 +17,10 @@ from .propagation import Moments, ChannelGated, moments_of, moment_propagation
 from .distill import switchable_dropout, dropout_mode, dropout_modules, seeded, standard_predict
 
 # %% auto #0
-__all__ = ['COV_OUTPUTS', 'UNSCENTED_BOUND', 'METHODS', 'dropout_noise_var', 'linearised_var', 'Source', 'source_covariance',
-           'CovariancePropagation', 'covariance_propagation', 'covariance_factor', 'sigma_points', 'softmax_stats',
-           'gaussian_cross_entropy', 'final_softmax', 'as_logits', 'mc_outputs', 'entropy', 'predict_uncertainty']
+__all__ = ['COV_OUTPUTS', 'UNSCENTED_BOUND', 'QMC_BOUND', 'METHODS', 'dropout_noise_var', 'linearised_var', 'Source',
+           'source_covariance', 'CovariancePropagation', 'covariance_propagation', 'covariance_factor', 'sigma_points',
+           'softmax_stats', 'gaussian_cross_entropy', 'qmc_points', 'final_softmax', 'as_logits', 'mc_outputs',
+           'entropy', 'predict_uncertainty']
 
 # %% ../nbs/04c_uncertainty.ipynb #a3f1c008
 def dropout_noise_var(mean, var, p):
@@ -194,10 +195,17 @@ def sigma_points(mean, cov_or_var):
 
 def softmax_stats(mean:torch.Tensor, # the logits' means, (..., K)
                   cov_or_var:torch.Tensor, # their covariances (..., K, K) or variances (..., K)
+                  points:str='unscented', # 'unscented' (2K+1 sigma points) or 'qmc' (`qmc_points`)
+                  n_points:int=1024, # points for 'qmc'
                  ): # E[softmax(z)] (..., K) and E[H(softmax(z))] (...)
-    "E[softmax(z)] and the expected entropy E[H(softmax(z))] for z ~ N(mean, cov), by the unscented transform."
-    points, w = sigma_points(mean, cov_or_var)
-    logp = points.log_softmax(-1)
+    "E[softmax(z)] and the expected entropy E[H(softmax(z))] for z ~ N(mean, cov), by the unscented transform or quasi-Monte Carlo."
+    if points not in ('unscented', 'qmc'): raise ValueError(f"points must be 'unscented' or 'qmc'; got {points!r}")
+    if points == 'qmc' and mean.dim() > 1 and mean.shape[0] * n_points * mean.shape[-1] > 2 ** 24:      # bounded memory
+        step = max(1, 2 ** 24 // (n_points * mean.shape[-1]))
+        parts = [softmax_stats(mean[i:i + step], cov_or_var[i:i + step], points, n_points) for i in range(0, mean.shape[0], step)]
+        return torch.cat([a for a, _ in parts]), torch.cat([b for _, b in parts])
+    pts, w = sigma_points(mean, cov_or_var) if points == 'unscented' else qmc_points(mean, cov_or_var, n_points)
+    logp = pts.log_softmax(-1)
     p = logp.exp()
     return torch.tensordot(w, p, 1), torch.tensordot(w, -(p * logp).sum(-1), 1)
 
@@ -217,6 +225,27 @@ def gaussian_cross_entropy(mean:torch.Tensor, # the logits' means, (N, K)
 
 # %% ../nbs/04c_uncertainty.ipynb #a3f1c031
 UNSCENTED_BOUND = dict(probs=0.01, entropy=0.02)   # |error| / v² of softmax_stats (v: largest eigenvalue), K <= 10, |mu| <= 6, std <= 3
+
+# %% ../nbs/04c_uncertainty.ipynb #2214a34f
+QMC_BOUND = dict(probs=0.01, entropy=0.03)   # |error| of softmax_stats(points='qmc', n_points=1024), K <= 10, |mu| <= 6, std <= 3
+
+def qmc_points(mean:torch.Tensor, # the Gaussian's means, (..., K)
+               cov_or_var:torch.Tensor, # covariances (..., K, K) or variances (..., K)
+               n_points:int=1024, # points (an even number: antithetic pairs)
+               seed:int=0, # scrambles the Sobol sequence
+              ): # points (n_points, ..., K) and their equal weights (n_points,)
+    "Quasi-Monte Carlo points of N(`mean`, `cov_or_var`): a scrambled Sobol sequence through the normal quantile, ±u pairs, through a Cholesky factor."
+    full = _check_gaussian(mean, cov_or_var)
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 2 or n_points % 2:
+        raise ValueError(f"n_points must be an even integer >= 2; got {n_points!r}")
+    K, half = mean.shape[-1], n_points // 2
+    u = torch.quasirandom.SobolEngine(K, scramble=True, seed=seed).draw(half, dtype=torch.float64)
+    z = torch.special.ndtri(u.clamp(1e-12, 1 - 1e-12)).to(mean.dtype).to(mean.device)
+    z = torch.cat([z, -z])
+    if full: points = mean + torch.einsum('...kl,jl->j...k', covariance_factor(cov_or_var), z)
+    else: points = mean + z.reshape((n_points,) + (1,) * (mean.dim() - 1) + (K,)) * cov_or_var.sqrt()
+    return points, mean.new_full((n_points,), 1.0 / n_points)
+
 
 # %% ../nbs/04c_uncertainty.ipynb #a3f1c025
 _SOFTMAXES = {F.softmax: 'softmax', torch.softmax: 'softmax', 'softmax': 'softmax', nn.Softmax: 'softmax',
@@ -299,6 +328,6 @@ def predict_uncertainty(model:nn.Module, # the dropout net
             return _summary(p.mean(0), entropy(p).mean(0), torch.diagonal(cov, dim1=-2, dim2=-1).clone(), cov)
         if method == 'moments':
             mean, var = moment_propagation(model)(x)
-            return _summary(*softmax_stats(mean, var), var)
+            return _summary(*softmax_stats(mean, var, points='qmc'), var)
         mean, cov = covariance_propagation(model)(x)
-        return _summary(*softmax_stats(mean, cov), torch.diagonal(cov, dim1=-2, dim2=-1).clone(), cov)
+        return _summary(*softmax_stats(mean, cov, points='qmc'), torch.diagonal(cov, dim1=-2, dim2=-1).clone(), cov)

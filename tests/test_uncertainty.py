@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 import fastdropout_nb.uncertainty as U
 import fastdropout_nb.propagation as P
 from fastdropout_nb.uncertainty import (covariance_propagation, softmax_stats, gaussian_cross_entropy, predict_uncertainty,
-                                        mc_outputs, entropy, UNSCENTED_BOUND)
+                                        mc_outputs, entropy, UNSCENTED_BOUND, QMC_BOUND, qmc_points)
 from fastdropout_nb.moments import softmax_mean
 from fastdropout_nb.nn import fast_dropout_cross_entropy
 from fastdropout_nb.testing import enumerated_moments, assert_mc_close
@@ -156,6 +156,40 @@ def test_softmax_stats_against_mc(gauss):
     y = torch.zeros(1, dtype=torch.long)
     ce = gaussian_cross_entropy(mu, cov, y, 'none')
     assert_mc_close((torch.logsumexp(z, -1) - mu[:, 0]).numpy(), ce.numpy(), floor=UNSCENTED_BOUND['entropy'] * v * v, what='E cross-entropy')
+
+def _qmc_check(mu, cov, seed=0, S=40_000):
+    "softmax_stats(points='qmc') against Monte Carlo of the same Gaussian: QMC_BOUND beyond 5 standard errors."
+    p, h = softmax_stats(mu, cov, points='qmc')
+    g = torch.Generator().manual_seed(seed + 1)
+    z = mu + torch.randn(S, *mu.shape, generator=g, dtype=D) @ torch.linalg.cholesky(cov[0]).T
+    pm = z.softmax(-1)
+    assert_mc_close(pm.numpy(), p.numpy(), floor=QMC_BOUND['probs'], what='E softmax (qmc)')
+    assert_mc_close(entropy(pm).numpy(), h.numpy(), floor=QMC_BOUND['entropy'], what='E entropy (qmc)')
+
+@given(gaussians())
+def test_qmc_softmax_stats_against_mc(gauss):
+    mu, cov, seed = gauss
+    _qmc_check(mu, cov, seed)
+
+def test_qmc_diagonal_path_is_the_full_path():
+    g = torch.Generator().manual_seed(5)
+    mu, var = torch.randn(7, 4, generator=g, dtype=D), torch.rand(7, 4, generator=g, dtype=D) * 3
+    for a, b in zip(softmax_stats(mu, var, 'qmc'), softmax_stats(mu, torch.diag_embed(var), 'qmc')):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+    big = softmax_stats(mu.repeat(20_000, 1), var.repeat(20_000, 1), 'qmc')      # evaluated in chunks
+    torch.testing.assert_close(big[0][:7], softmax_stats(mu, var, 'qmc')[0], rtol=1e-12, atol=1e-13)
+    pts, w = qmc_points(mu, var, 64)
+    torch.testing.assert_close((pts * w[:, None, None]).sum(0), mu, rtol=1e-12, atol=1e-12)    # antithetic: the mean exactly
+    with pytest.raises(ValueError, match='n_points'): qmc_points(mu, var, 7)
+    with pytest.raises(ValueError, match='points'): softmax_stats(mu, var, 'sobol')
+
+@pytest.mark.parametrize('plant', ['covariance for its factor', 'unit draws not mapped to N(0, 1)'])
+def test_qmc_planted_bugs_are_caught(plant, monkeypatch):
+    if plant == 'covariance for its factor': monkeypatch.setattr(U, 'covariance_factor', lambda cov, jitter=1e-10: cov)
+    else: monkeypatch.setattr(torch.special, 'ndtri', lambda u: u - 0.5)
+    g = torch.Generator().manual_seed(11)
+    A = torch.randn(4, 4, generator=g, dtype=D); cov = A @ A.T; cov = cov * 4 / torch.linalg.eigvalsh(cov)[-1]
+    with pytest.raises(AssertionError): _qmc_check(torch.tensor([[1.0, 0.0, -1.0, 0.5]], dtype=D), cov[None])
 
 def test_diagonal_covariance_is_chapter_01s_transform():
     g = torch.Generator().manual_seed(0)
