@@ -675,6 +675,8 @@ def _plan(gm, n=20, elementwise=(), identities=frozenset()):
             _refuse(node, f"it drops inside itself ({hidden}), which the propagation cannot see: its mask-averaged output "
                           "is not its eval-mode output; set that dropout to 0, or write the layer out of supported ops")
         if all(kinds[a] == 'det' for a in node.all_input_nodes): kinds[node] = 'det'; steps.append((node, _native(node, gm))); continue
+        if node.name in identities:                            # F.dropout(..., training=False) on a noisy input: the identity
+            kinds[node], roles[node] = kinds[node.args[0]], 'keep'; steps.append((node, lambda x, *a, **k: x)); continue
         rule, kinds[node], roles[node] = _noisy_rule(node, gm, kinds, n, tuple(elementwise))
         steps.append((node, rule))
     dim = None

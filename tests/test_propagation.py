@@ -436,6 +436,13 @@ class NeverDrops(nn.Module):
     def __init__(self): super().__init__(); self.fc = nn.Linear(3, 2)
     def forward(self, x): return self.fc(F.dropout(F.dropout(x, 0.5, training=False), 0.2, training=self.training))
 
+class NeverDropsAfterNoise(nn.Module):
+    "A never-dropping dropout on a noisy input (after a real dropout and a ReLU), and twice in a row."
+    def __init__(self): super().__init__(); self.fc1, self.fc2 = nn.Linear(3, 4), nn.Linear(4, 2)
+    def forward(self, x):
+        h = F.relu(self.fc1(F.dropout(x, 0.3, training=self.training)))
+        return self.fc2(F.dropout(F.dropout(h, 0.5, training=False), 0.5, training=False))
+
 class TrainOnlyDropout(nn.Module):
     def __init__(self): super().__init__(); self.fc = nn.Linear(3, 2)
     def forward(self, x):
@@ -448,6 +455,9 @@ def test_training_false_written_in_never_drops_and_train_only_dropout_is_refused
     ref = moment_propagation(nn.Sequential(nn.Dropout(0.2), net.fc))(x)
     for a, b in zip(moment_propagation(net)(x), ref): assert torch.allclose(a, b, rtol=1e-14)
     with pytest.raises(ValueError, match='not under `if self.training:`'): moment_propagation(TrainOnlyDropout())
+    net = NeverDropsAfterNoise().double()
+    ref = moment_propagation(nn.Sequential(nn.Dropout(0.3), net.fc1, nn.ReLU(), net.fc2))(x)
+    for a, b in zip(moment_propagation(net)(x), ref): assert torch.allclose(a, b, rtol=1e-14)
 
 @given(mu=st.floats(-30, 30), var=st.one_of(st.just(0.0), st.floats(1e-6, 100.0)), mu2=st.floats(-30, 30), var2=st.floats(0.0, 100.0))
 def test_fast_paths_equal_the_closed_forms_of_moments(mu, var, mu2, var2):
