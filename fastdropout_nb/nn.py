@@ -408,7 +408,7 @@ def delta_moments(model,                 # a ReLU `FastDropoutMLP`
     """The outputs' `(mean, var)` of a ReLU `FastDropoutMLP` over all its dropout masks, every mask's covariance carried to the
     outputs: the law of total variance from the output layer down, each hidden layer linearised at its expected slopes
     (`relu_slope`). Var z_k = Σ_l Σ_i (T_l)_ki² (noise_l,i + R_l-1,i) (+ Σ_i v_i (T_1)_ki² for an input of variance v): the masks'
-    fresh noise (`mask_noise_coefs`), the ReLUs' residual R (`relu_residual_var`), T_L = W_L, T_l = T_{l+1} diag(J_l) W_l."""
+    fresh noise (`mask_noise_coefs`), the ReLUs' residual R (`relu_residual_var`), T_L = W_L, T_l = T_{l+1} diag(J_l) W_l. The means are the propagated ones."""
     _check_relu_mlp(model)
     mean, var = as_pair(x)
     if mean.ndim > 2: mean, var = mean.flatten(1), (None if var is None else var.flatten(1))
