@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn, fx
 import torch.nn.functional as F
-from .testing import all_masks, mask_probs, MAX_ENUM
+from .gaussian import all_masks, mask_probs, MAX_ENUM
 from .progress import progress_bar
 
 # %% auto #0

@@ -8,13 +8,14 @@ Docs: https://fastdropout-nb.github.io/fastdropout_nb/gaussian.html.md"""
 
 # %% ../nbs/00_gaussian.ipynb #94483fc6
 from __future__ import annotations
+import itertools
 import numpy as np
 import scipy.sparse as sp
 import torch
 from .arrays import as_float, check_finite, check_rate
 
 # %% auto #0
-__all__ = ['BERRY_ESSEEN_C', 'dropout_moments', 'berry_esseen_bound', 'largest_term_share']
+__all__ = ['MAX_ENUM', 'BERRY_ESSEEN_C', 'dropout_moments', 'all_masks', 'mask_probs', 'berry_esseen_bound', 'largest_term_share']
 
 # %% ../nbs/00_gaussian.ipynb #85c56df3
 def dropout_moments(x, w, p=0.5):
@@ -77,6 +78,19 @@ def _power_dot(o, x, power, coef):
         return out if coef.ndim == 2 else out[:, 0]
     xp = x if power == 1 else (x * x if power == 2 else o.abs(x) ** power)
     return xp @ coef
+
+# %% ../nbs/00_gaussian.ipynb #f31d4c98
+MAX_ENUM = 14
+
+def all_masks(m):
+    "All `2**m` binary masks of length `m`, one per row (`m <= MAX_ENUM`)."
+    if m > MAX_ENUM: raise ValueError(f"m must be <= {MAX_ENUM} for exact enumeration; got {m}")
+    return np.array(list(itertools.product([0.0, 1.0], repeat=m))).reshape(2**m, m)
+
+def mask_probs(masks, p):
+    "Probability of each mask (rows of `masks`) when unit i is dropped with probability `p[i]`."
+    q = 1.0 - np.broadcast_to(np.asarray(p, dtype=float), masks.shape[1:])
+    return np.prod(np.where(masks > 0, q, 1.0 - q), axis=1)
 
 # %% ../nbs/00_gaussian.ipynb #f8697b16
 BERRY_ESSEEN_C = 0.56   # Shevtsova (2010): C0 <= 0.5600 for independent, non-identically distributed terms

@@ -19,7 +19,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from .arrays import check_finite, check_rate
-from .gaussian import dropout_moments
+from .gaussian import dropout_moments, all_masks, mask_probs
 from .moments import gauss_hermite_expect, logsigmoid_mean
 
 # %% auto #0
@@ -61,7 +61,6 @@ def _check_problem(X, y, w, p):
 def exact_dropout_loglik(X, y, w, p=0.5, b=0.0):
     """Exact `(L, dL/dw, dL/db)` with `L = sum_n E_z[log p(y_n | D_z x_n; w, b)]`, summing over all `2**m`
     dropout masks (ground truth for `m <= 14`; `p` scalar or one drop rate per input)."""
-    from fastdropout_nb.testing import all_masks, mask_probs   # the enumeration helpers (ground truths)
     X, y, w, q = _check_problem(X, y, w, p)
     X = X.toarray() if sp.issparse(X) else X
     masks = all_masks(X.shape[1]); probs = mask_probs(masks, 1 - q)
@@ -324,7 +323,6 @@ def softmax_dropout_loglik(X,                   # inputs (n, m), dense or SciPy 
 # %% ../nbs/02_logistic.ipynb #d4c4f613
 def exact_softmax_dropout_loglik(X, y, W, p=0.5, b=0.0):
     "Exact `(L, dL/dW, dL/db)` of multinomial LR under dropout, summing over all `2**m` masks (m <= 14)."
-    from fastdropout_nb.testing import all_masks, mask_probs
     X = _as_2d(X); X = X.toarray() if sp.issparse(X) else X
     W = np.asarray(W, dtype=np.float64); y = np.asarray(y).astype(np.int64); n = len(y)
     masks = all_masks(X.shape[1]); probs = mask_probs(masks, p)

@@ -116,14 +116,11 @@ class Entry:
     identity: Identity = None  # the exact identity an approximation rests on
     kinks: tuple = ()          # points where f is not smooth (quadrature breakpoints)
     domain: Domain = Domain()
-    quad: Callable = None      # a quadrature ground truth (mu, var) -> value replacing the generic one
+    quad: Callable|tuple = None  # a ground truth replacing the generic quadrature: (mu, var) -> value, or the
+                                 # name of one in `testing` and which of its outputs, e.g. ('relu_truth', 1)
     mutants: dict = field(default_factory=dict, compare=False)   # typical mistakes, for the planted-bug report
     @property
     def exact(self): return self.bound.exact
-    def strategy(self):
-        "The Hypothesis strategy of `(mu, var)` inputs for this entry."
-        from fastdropout_nb.testing import domain_strategy
-        return domain_strategy(self.domain)
 
 REGISTRY = {}
 
@@ -253,13 +250,6 @@ def relu_moments(mu, var):
     return mean, var * o.clip(g, 0.0, 1.0)
 
 # %% ../nbs/01_closed_forms.ipynb #66fa775d
-def _relu_quad(k):
-    "Quadrature ground truth of ReLU's mean (`k=0`) or variance (`k=1`): `testing.relu_truth`, centred."
-    def quad(mu, var):
-        from fastdropout_nb.testing import relu_truth
-        return relu_truth(float(mu), float(var))[k]
-    return quad
-
 def _relu_mean_no_std(mu, var):
     "mu Phi(r) + phi(r): the std in front of phi(r) left out (a planted mistake)."
     mu, var = np.asarray(mu, float), np.asarray(var, float)
@@ -269,10 +259,10 @@ def _relu_mean_no_std(mu, var):
 _relu = lambda y: np.maximum(y, 0.0)
 register(
     Entry('relu_moments.mean', lambda mu, var: relu_moments(mu, var)[0], _relu, EXACT, '01_closed_forms', kinks=(0.0,),
-          quad=_relu_quad(0), measured='against centred quadrature, |r| ≤ 38 (plot in its section)',
+          quad=('relu_truth', 0), measured='against centred quadrature, |r| ≤ 38 (plot in its section)',
           mutants={'prefactor dropped': _relu_mean_no_std}),
     Entry('relu_moments.var', lambda mu, var: relu_moments(mu, var)[1], _relu, EXACT, '01_closed_forms', moment='var',
-          kinks=(0.0,), quad=_relu_quad(1), measured='against centred quadrature, |r| ≤ 38 (plot in its section)',
+          kinks=(0.0,), quad=('relu_truth', 1), measured='against centred quadrature, |r| ≤ 38 (plot in its section)',
           mutants={'prefactor dropped': lambda mu, var: relu_moments(mu, var)[1] / np.maximum(var, 1e-300)}))
 
 # %% ../nbs/01_closed_forms.ipynb #b5fbea12
@@ -294,13 +284,6 @@ def _max2(mu, var):
     "`max_moments` of a Gaussian pair given on the last axis."
     return max_moments(mu[..., 0], var[..., 0], mu[..., 1], var[..., 1])
 
-def _max_quad(k):
-    "Quadrature ground truth of the pair's max: `testing.gauss_max_quad` (1-D, of its CDF)."
-    def quad(mu, var):
-        from fastdropout_nb.testing import gauss_max_quad
-        return gauss_max_quad(mu, var)[k]
-    return quad
-
 def _max_var_no_2(mu, var):
     "v_b (1 - Phi) + Var[relu(D)]: the 2 of the covariance term left out (a planted mistake)."
     mu, var = np.asarray(mu, float), np.asarray(var, float)
@@ -312,9 +295,9 @@ def _max_var_no_2(mu, var):
 _PAIR = Domain(dims=(2, 2))
 register(
     Entry('max_moments.mean', lambda mu, var: _max2(mu, var)[0], lambda y: y.max(-1), EXACT, '01_closed_forms',
-          domain=_PAIR, quad=_max_quad(0), measured='quadrature of the CDF (testing.gauss_max_quad)'),
+          domain=_PAIR, quad=('gauss_max_quad', 0), measured='quadrature of the CDF (testing.gauss_max_quad)'),
     Entry('max_moments.var', lambda mu, var: _max2(mu, var)[1], lambda y: y.max(-1), EXACT, '01_closed_forms',
-          moment='var', domain=_PAIR, quad=_max_quad(1), measured='quadrature of the CDF (testing.gauss_max_quad)',
+          moment='var', domain=_PAIR, quad=('gauss_max_quad', 1), measured='quadrature of the CDF (testing.gauss_max_quad)',
           mutants={'prefactor dropped': _max_var_no_2}))
 
 # %% ../nbs/01_closed_forms.ipynb #6407b6ec

@@ -12,15 +12,16 @@ import numpy as np
 from scipy import integrate
 from scipy.special import ndtr, expit
 from hypothesis import settings, HealthCheck, strategies as st
+from .gaussian import MAX_ENUM, all_masks, mask_probs
 
 # %% auto #0
-__all__ = ['PROFILE', 'MAX_ENUM', 'GH_NODES', 'UNIT_FEATURES', 'ACT_NP', 'mc_mean_se', 'assert_mc_close', 'all_masks',
-           'mask_probs', 'gauss_quad', 'gauss_max_quad', 'sensitive_pairs', 'edge_pairs', 'mean_var_pairs',
-           'domain_strategy', 'gauss_hermite_product', 'gauss_expect', 'entry_quad', 'entry_mc_samples',
-           'enumerate_moments', 'linear_exact', 'relu_truth', 'tiny_net', 'real_dropout_samples',
-           'real_dropout_moments', 'gaussian_model_moments', 'linear_regime_net', 'scaled_rate',
-           'independent_units_net', 'independent_units_truth', 'independent_units_samples', 'gaussian_raw_moment',
-           'enumerated_moments']
+__all__ = ['PROFILE', 'GH_NODES', 'UNIT_FEATURES', 'ACT_NP', 'mc_mean_se', 'assert_mc_close', 'gauss_quad', 'gauss_max_quad',
+           'sensitive_pairs', 'edge_pairs', 'mean_var_pairs', 'domain_strategy', 'gauss_hermite_product',
+           'gauss_expect', 'entry_quad', 'entry_strategy', 'entry_mc_samples', 'enumerate_moments', 'linear_exact',
+           'relu_truth', 'tiny_net', 'real_dropout_samples', 'real_dropout_moments', 'gaussian_model_moments',
+           'linear_regime_net', 'scaled_rate', 'independent_units_net', 'independent_units_truth',
+           'independent_units_samples', 'gaussian_raw_moment', 'enumerated_moments', 'MAX_ENUM', 'all_masks',
+           'mask_probs']
 
 # %% ../nbs/99_testing.ipynb #bdc18270
 settings.register_profile('ci', max_examples=25, deadline=None, derandomize=True, print_blob=True,
@@ -48,17 +49,7 @@ def assert_mc_close(samples, value, k=5.0, floor=1e-12, axis=0, what='value'):
                              f"error {np.asarray(err)[i]:.3g} > {k} SE = {np.asarray(tol)[i]:.3g}")
 
 # %% ../nbs/99_testing.ipynb #fd5631a5
-MAX_ENUM = 14
-
-def all_masks(m):
-    "All `2**m` binary masks of length `m`, one per row (`m <= MAX_ENUM`)."
-    if m > MAX_ENUM: raise ValueError(f"m must be <= {MAX_ENUM} for exact enumeration; got {m}")
-    return np.array(list(itertools.product([0.0, 1.0], repeat=m))).reshape(2**m, m)
-
-def mask_probs(masks, p):
-    "Probability of each mask (rows of `masks`) when unit i is dropped with probability `p[i]`."
-    q = 1.0 - np.broadcast_to(np.asarray(p, dtype=float), masks.shape[1:])
-    return np.prod(np.where(masks > 0, q, 1.0 - q), axis=1)
+_all_ = ['MAX_ENUM', 'all_masks', 'mask_probs']   # from chapter 00, with the other ground truths
 
 # %% ../nbs/99_testing.ipynb #9f33acf1
 def gauss_quad(f, mu, var, points=None, epsabs=1e-13, epsrel=1e-12):
@@ -163,8 +154,15 @@ def gauss_expect(f, mu, var, kinks=(), moment='mean'):
 
 def entry_quad(entry, mu, var):
     "The quadrature ground truth of a registry entry at one input (None where there is none)."
-    if entry.quad is not None: return entry.quad(mu, var)
-    return gauss_expect(entry.integrand, mu, var, entry.kinks, entry.moment)
+    if entry.quad is None: return gauss_expect(entry.integrand, mu, var, entry.kinks, entry.moment)
+    if callable(entry.quad): return entry.quad(mu, var)
+    name, k = entry.quad                 # a truth of this module, by name: (name, which output)
+    mu, var = (float(a) if np.ndim(a) == 0 else a for a in (mu, var))
+    return globals()[name](mu, var)[k]
+
+def entry_strategy(entry):
+    "The Hypothesis strategy of `(mu, var)` inputs for a registry entry: `domain_strategy` of its `Domain`."
+    return domain_strategy(entry.domain)
 
 def entry_mc_samples(entry, mu, var, n=200_000, seed=0):
     "Draws whose mean estimates the entry: f(Y), or the centred square of f(Y) for a variance."
