@@ -1,6 +1,6 @@
 """Dropout distillation on MNIST (Bulò et al. 2016, Table 1): LeNet or LeNetAll, one seed, written as JSON.
 
-Runs `fastdropout_nb.distill.mnist_table` (the paper protocol as chapter 05 states it: teacher trained
+Runs `fastdropout_nb.distillation_protocols.mnist_table` (the paper protocol as chapter 07b states it: teacher trained
 with SGD for 20 + 10 epochs, distilled into a copy of itself on the training inputs with pixels zeroed
 at probability 0.2 for 20 + 10 epochs; test error of standard, MC-100 and distilled prediction).
 `fastdropout-nb reproduce distill --full` runs both networks (and the digits rows) as resumable cells;
@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from fastdropout_nb.distill import mnist_table
+from fastdropout_nb.distillation_protocols import mnist_table
 
 
 RUN_FIELDS = {'seconds', 'device', 'machine', 'date', 'torch', 'mc_repeats', 'rerun_differs', 'merged', '_run'}

@@ -7,7 +7,7 @@ Prints the ratios from this one run and writes them to reports/propagation_cost.
 import os, platform, sys, time
 from pathlib import Path
 import torch
-from fastdropout_nb.distill import digits_split
+from fastdropout_nb.distillation_protocols import digits_split
 from fastdropout_nb.propagation import zoo_models, moment_propagation, _switch_dropout_on
 
 COMMAND = 'python benchmarks/propagation_cost.py' + ''.join(' ' + a for a in sys.argv[1:])

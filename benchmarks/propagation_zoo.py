@@ -7,7 +7,8 @@ against Monte Carlo dropout (2000 masks) on the test digits; and a conv net trai
 import argparse, json, platform, sys, time
 from pathlib import Path
 import torch
-from fastdropout_nb.distill import digits_split, train_classifier, mc_predict, scores
+from fastdropout_nb.distill import train_classifier, mc_predict, scores
+from fastdropout_nb.distillation_protocols import digits_split
 from fastdropout_nb.propagation import zoo_models, propagation_scores, moment_propagation, fast_dropout_fit, mc_average
 
 def main(argv=None):

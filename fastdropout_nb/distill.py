@@ -18,12 +18,10 @@ from .progress import progress_bar
 
 # %% auto #0
 __all__ = ['DROPOUT_TYPES', 'FUNCTIONAL_DROPOUT', 'RANDOM_FUNCTIONS', 'RANDOM_METHODS', 'SUPPORTED_DROPOUT', 'OUTPUTS',
-           'PAPER_MNIST', 'dropout_modules', 'dropout_mode', 'seeded', 'switchable_dropout', 'to_output',
-           'standard_predict', 'mc_predict', 'enumerate_dropout', 'exact_predict', 'sq_loss', 'kl_loss', 'l1_loss',
-           'neg_entropy', 'sq_norm', 'exact_objectives', 'jensen_gap', 'check_bregman_constant', 'check_convex_bound',
-           'random_teacher', 'random_students', 'moment_teacher', 'distill', 'digits_split', 'mlp', 'scores',
-           'gap_recovered', 'train_classifier', 'small_convnet', 'n_params', 'digits_teacher', 'digits_distillation',
-           's_strategies', 'compression_curve', 'time_per_prediction', 'inference_costs', 'lenet', 'mnist_table']
+           'dropout_modules', 'dropout_mode', 'seeded', 'switchable_dropout', 'to_output', 'standard_predict',
+           'mc_predict', 'enumerate_dropout', 'exact_predict', 'sq_loss', 'kl_loss', 'l1_loss', 'neg_entropy',
+           'sq_norm', 'exact_objectives', 'jensen_gap', 'check_bregman_constant', 'check_convex_bound',
+           'random_teacher', 'random_students', 'moment_teacher', 'distill', 'mlp', 'scores', 'train_classifier']
 
 # %% ../nbs/05_distillation.ipynb #44b513ae
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -587,19 +585,7 @@ def _save_checkpoint(path, settings, model, opt, sched, gen, device, history):
     _save_atomic(dict(settings=settings, model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                       rng=_rng_states(gen, device), history=history), path)
 
-# %% ../nbs/05_distillation.ipynb #8e8ecade
-from sklearn.datasets import load_digits
-from .data import load_mnist
-
 # %% ../nbs/05_distillation.ipynb #c0f9375d
-def digits_split(seed=0, n_train=600, n_unseen=597):
-    "scikit-learn's 8×8 digits in [0, 1] as float32 tensors: dict of (X, y) for 'train', 'unseen', 'test'."
-    d = load_digits()
-    X, y = torch.tensor(d.data / 16.0, dtype=torch.float32), torch.tensor(d.target, dtype=torch.int64)
-    idx = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed))
-    parts = dict(train=idx[:n_train], unseen=idx[n_train:n_train + n_unseen], test=idx[n_train + n_unseen:])
-    return {k: (X[v], y[v]) for k, v in parts.items()}
-
 def mlp(n_in:int=64, # inputs
         hidden=(64, 64), # hidden widths (ReLU)
         n_out:int=10, # outputs
@@ -618,11 +604,6 @@ def scores(probs, y):
     probs, y = probs.detach().cpu().double(), y.cpu()
     return dict(error=100.0 * float((probs.argmax(1) != y).double().mean()),
                 nll=float(-torch.log(probs[torch.arange(len(y)), y].clamp_min(1e-300)).mean()))
-
-def gap_recovered(standard, mc, distilled):
-    "Share (%) of the standard→MC improvement that the distilled net recovers (nan when there is no gap)."
-    gap = standard - mc
-    return float('nan') if gap <= 0 else 100.0 * (standard - distilled) / gap
 
 # %% ../nbs/05_distillation.ipynb #474507fa
 def train_classifier(model:nn.Module, # the net, trained in place (its dropouts sample as usual)
@@ -655,163 +636,3 @@ def train_classifier(model:nn.Module, # the net, trained in place (its dropouts 
     bar = progress_bar(epochs, 'train', progress)
     _fit(model, run_epoch, opt, sched, gen, device, epochs, settings, checkpoint, None, bar)
     return model.eval()
-
-# %% ../nbs/05_distillation.ipynb #819fb58f
-def small_convnet(p_in:float=0.5, # dropout on the pixels (0: none)
-                  p:float=0.5, # dropout after each conv block and the hidden layer (0: none)
-                  channels=(16, 32), # the two conv layers' channels
-                  hidden:int=64, # the hidden layer's width
-                  n_out:int=10, # classes
-                 )->nn.Sequential:
-    "A conv net for flat 8×8 images with dropout at every layer."
-    drop = lambda r: [nn.Dropout(r)] if r > 0 else []
-    c1, c2 = channels
-    return nn.Sequential(nn.Unflatten(1, (1, 8, 8)), *drop(p_in),
-                         nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), *drop(p),
-                         nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), *drop(p),
-                         nn.Flatten(), nn.Linear(c2 * 4, hidden), nn.ReLU(), *drop(p), nn.Linear(hidden, n_out))
-
-def n_params(model):
-    "Number of trainable parameters of `model`."
-    return sum(q.numel() for q in model.parameters() if q.requires_grad)
-
-def digits_teacher(quick:bool=True, # 100 training epochs (300 unless `quick`)
-                   seed:int=0, # seeds the split, the weights and the training
-                   p_in:float=0.5, # the teacher's input dropout
-                   p:float=0.5, # its dropout after each layer
-                   epochs:int|None=None, # overrides the epochs `quick` sets
-                  ): # (`digits_split(seed)`, the trained teacher)
-    "Digits data and a `small_convnet` teacher with heavy dropout at every layer, trained with Adam."
-    data = digits_split(seed)
-    torch.manual_seed(seed)
-    teacher = small_convnet(p_in, p)
-    train_classifier(teacher, *data['train'], epochs=epochs or (100 if quick else 300), lr=2e-3, seed=seed)
-    return data, teacher
-
-# %% ../nbs/05_distillation.ipynb #7498d775
-def digits_distillation(data:dict, # `digits_split`'s train / unseen / test parts
-                        teacher:nn.Module, # the trained dropout teacher
-                        quick:bool=True, # 30 distillation epochs (100 unless `quick`)
-                        seed:int=0, # seeds the distillation and the MC masks
-                        S:str='perturbed', # the unlabelled set: 'train', 'perturbed' (pixels zeroed w.p. 0.2) or 'unseen'
-                        n_mc:int=100, # sampled nets of MC prediction
-                        epochs:int|None=None, # overrides the epochs `quick` sets
-                        lr:float=1e-3, # the student's learning rate (Adam)
-                        student:nn.Module|None=None, # None: a copy of the teacher, as in the paper
-                        loss:str='kl', # `distill`'s loss
-                        target:str='mc', # `distill`'s target
-                       ): # (test scores of standard / mc / distilled and the recovered shares, the student)
-    "Test scores of standard, MC-`n_mc` and distilled prediction."
-    Xtr, Xun = data['train'][0], data['unseen'][0]
-    S_inputs, perturb = dict(train=(Xtr, 0.0), perturbed=(Xtr, 0.2), unseen=(Xun, 0.0))[S]
-    student = copy.deepcopy(teacher) if student is None else student
-    epochs = epochs or (30 if quick else 100)
-    distill(teacher, student, S_inputs, loss=loss, epochs=epochs, lr=lr, perturb=perturb, batch_size=64,
-            seed=seed, target=target, progress=None)
-    Xte, yte = data['test']
-    res = dict(standard=scores(standard_predict(teacher, Xte), yte),
-               mc=scores(mc_predict(teacher, Xte, n_mc, seed=seed), yte),
-               distilled=scores(standard_predict(student, Xte), yte))
-    for k in ('error', 'nll'):
-        res[f'recovered_{k}'] = gap_recovered(res['standard'][k], res['mc'][k], res['distilled'][k])
-    return res, student
-
-# %% ../nbs/05_distillation.ipynb #8b8a3d87
-def s_strategies(data:dict, # `digits_split`'s parts
-                 teacher:nn.Module, # the trained dropout teacher
-                 quick:bool=True, # as in `digits_distillation`
-                 seed:int=0, # as in `digits_distillation`
-                 strategies=('train', 'perturbed', 'unseen'), # the unlabelled sets S tried
-                )->dict: # the distilled student's test scores by S
-    "Distilled test scores for each way of building the unlabelled set S (no labels are used in any)."
-    return {S: digits_distillation(data, teacher, quick, seed, S=S)[0]['distilled'] for S in strategies}
-
-def compression_curve(data:dict, # `digits_split`'s parts
-                      teacher:nn.Module, # the trained dropout teacher
-                      quick:bool=True, # 40 distillation epochs (150 unless `quick`)
-                      seed:int=0, # seeds each student and its distillation
-                      widths=(0.25, 0.5, 1.0), # the students' widths relative to (16, 32, 64) channels / hidden units
-                      epochs:int|None=None, # overrides the epochs `quick` sets
-                     )->dict: # the teacher's parameter count and a row of test scores per width
-    "Distil into dropout-free `small_convnet`s of the given widths, trained from scratch."
-    rows = []
-    for w in widths:
-        torch.manual_seed(seed)
-        student = small_convnet(0.0, 0.0, (max(1, round(16 * w)), max(1, round(32 * w))), max(1, round(64 * w)))
-        res, _ = digits_distillation(data, teacher, quick, seed, S='perturbed', student=student,
-                                     epochs=epochs or (40 if quick else 150), lr=3e-3)
-        rows.append(dict(width=w, params=n_params(student), **res['distilled']))
-    return dict(teacher_params=n_params(teacher), rows=rows)
-
-# %% ../nbs/05_distillation.ipynb #0693b1d7
-def time_per_prediction(predict, x, repeats=3):
-    "Seconds per example of `predict(x)` (the best of `repeats` timed calls on the whole batch `x`)."
-    predict(x[:2])                                  # warm-up
-    best = float('inf')
-    for _ in range(repeats):
-        t0 = time.perf_counter(); predict(x); best = min(best, time.perf_counter() - t0)
-    return best / len(x)
-
-def inference_costs(teacher:nn.Module, # the dropout teacher
-                    student:nn.Module, # the distilled student
-                    x:torch.Tensor, # the inputs predicted in each timed call
-                    n_mc:int=100, # sampled nets of MC prediction
-                    repeats:int=3, # timed calls; the best counts
-                    moments=None, # a moment-propagated twin to time too (`moment_teacher(teacher)`), or None
-                   )->dict: # seconds per prediction by method
-    "Time per prediction of standard, MC-`n_mc`, distilled and (if given) moment-propagation inference, in one run."
-    teacher, student = switchable_dropout(teacher), switchable_dropout(student)   # rewritten once, not in each call
-    costs = dict(standard=time_per_prediction(lambda b: standard_predict(teacher, b), x, repeats),
-                 **{f'mc-{n_mc}': time_per_prediction(lambda b: mc_predict(teacher, b, n_mc, seed=0), x, repeats)},
-                 distilled=time_per_prediction(lambda b: standard_predict(student, b), x, repeats))
-    if moments is not None:
-        def mp(b):
-            with torch.no_grad(): return moments(b)
-        costs['moments'] = time_per_prediction(mp, x, repeats)
-    return costs
-
-# %% ../nbs/05_distillation.ipynb #03c22d66
-PAPER_MNIST = {'last': dict(standard=0.67, mc=0.67, distilled=0.67), 'all': dict(standard=0.51, mc=0.49, distilled=0.49)}
-
-def lenet(dropout='last', p=0.5):
-    "Caffe's LeNet-5 for 1×28×28 inputs, dropout `p` after the penultimate layer ('last') or every hidden layer ('all')."
-    if dropout not in ('last', 'all'): raise ValueError(f"dropout must be 'last' or 'all'; got {dropout!r}")
-    d = lambda on: [nn.Dropout(p)] if on else []
-    return nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2), *d(dropout == 'all'),
-                         nn.Conv2d(20, 50, 5), nn.MaxPool2d(2), *d(dropout == 'all'), nn.Flatten(),
-                         nn.Linear(50 * 4 * 4, 500), nn.ReLU(), *d(True), nn.Linear(500, 10))
-
-# %% ../nbs/05_distillation.ipynb #7aa3ad2e
-def mnist_table(dropout:str='last', # 'last': LeNet (dropout before the last layer); 'all': LeNetAll
-                quick:bool=False, # a smoke test: 2000 training and 1000 test images, 1 + 1 epochs
-                seed:int=0, # seeds the teacher, the distillation and the MC masks
-                device=None, # None: CUDA if available, else the CPU
-                data_dir=None, # where `load_mnist` keeps MNIST
-                n_mc:int=100, # sampled nets of MC prediction
-                mc_repeats:int=5, # MC predictions (seeds) averaged for the MC error and its spread
-                checkpoint_dir=None, # checkpoints of the teacher's training and the distillation, resumed from
-               )->dict: # test errors (%) of standard / MC / distilled / moment propagation, and the paper's
-    "Standard / MC / distilled / moment-propagation test error (%) of LeNet or LeNetAll on MNIST, the paper's protocol."
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    ds = load_mnist(data_dir)
-    (Xtr, ytr), (Xte, yte) = ds.train, ds.test
-    if quick: Xtr, ytr, Xte, yte = Xtr[:2000], ytr[:2000], Xte[:1000], yte[:1000]
-    prep = lambda X: torch.tensor(np.asarray(X), dtype=torch.float32).div_(255.0).unsqueeze(1).to(device)
-    Xtr, Xte = prep(Xtr), prep(Xte)
-    ytr, yte = torch.as_tensor(np.asarray(ytr)).to(device), torch.as_tensor(np.asarray(yte)).to(device)
-    e1, e2 = (1, 1) if quick else (20, 10)
-    torch.manual_seed(seed)
-    teacher = lenet(dropout).to(device)
-    ck = lambda part: None if checkpoint_dir is None else Path(checkpoint_dir) / f"mnist-{dropout}-{'quick' if quick else 'full'}-seed{seed}-{part}.pt"
-    train_classifier(teacher, Xtr, ytr, epochs=e1 + e2, lr=1e-3, batch_size=64, seed=seed, optimizer='sgd',
-                     weight_decay=5e-4, milestones=(e1,), checkpoint=ck('teacher'))
-    student = distill(teacher, copy.deepcopy(teacher), Xtr, loss='kl', epochs=e1 + e2, lr=1e-4, perturb=0.2,
-                      batch_size=64, optimizer='sgd', weight_decay=5e-4, milestones=(e1,), seed=seed, checkpoint=ck('student'))
-    err = lambda probs: scores(probs, yte)['error']
-    mc = [err(mc_predict(teacher, Xte, n_mc, seed=seed + r, batch_size=1000)) for r in range(mc_repeats)]
-    twin = moment_teacher(teacher)
-    return dict(network='LeNet' if dropout == 'last' else 'LeNetAll', quick=quick,
-                standard=err(standard_predict(teacher, Xte, batch_size=1000)),
-                mc=float(np.mean(mc)), mc_std=float(np.std(mc)),
-                distilled=err(standard_predict(student, Xte, batch_size=1000)),
-                moment=err(torch.cat([twin(Xte[i:i + 1000]) for i in range(0, len(Xte), 1000)])), paper=PAPER_MNIST[dropout])

@@ -476,8 +476,8 @@ NN_PAPER_ROW = {'plain': 'plain', 'mc_dropout': 'real dropout', 'fast_dropout': 
                 'fast_dropout_var': 'det. dropout + Var'}
 
 def _digits_tensors(seed=0, n_train=1500):
-    "Digits as (X_train, y_train, X_test, y_test) tensors: chapter 05's split with no 'unseen' part."
-    from fastdropout_nb.distill import digits_split
+    "Digits as (X_train, y_train, X_test, y_test) tensors: the distillation protocols' split with no 'unseen' part."
+    from fastdropout_nb.distillation_protocols import digits_split
     d = digits_split(seed, n_train=n_train, n_unseen=0)
     return (*d['train'], *d['test'])
 
@@ -544,29 +544,29 @@ def nn_table(store, quick=True, data_dir=None, seed=0, device='cpu', out='result
 def distill_cells(quick=True, seed=0, device='cpu', data_dir=None, checkpoint_dir=None):
     "The distillation table's cells: name -> function computing it (the MNIST trainings checkpoint in `checkpoint_dir`)."
     import torch
-    from fastdropout_nb import distill as Dl
+    from fastdropout_nb import distill as Dl, distillation_protocols as DP
     def digits_mlp():
-        data = Dl.digits_split(seed)
+        data = DP.digits_split(seed)
         torch.manual_seed(seed)
         teacher = Dl.train_classifier(Dl.mlp(64, (128, 128), 10, p_in=0.2, p=0.5), *data['train'], epochs=60, lr=2e-3, seed=seed)
-        mc, _ = Dl.digits_distillation(data, teacher, quick=True, seed=seed, S='perturbed', target='mc')
-        mp, _ = Dl.digits_distillation(data, teacher, quick=True, seed=seed, S='perturbed', target='moments')
+        mc, _ = DP.digits_distillation(data, teacher, quick=True, seed=seed, S='perturbed', target='mc')
+        mp, _ = DP.digits_distillation(data, teacher, quick=True, seed=seed, S='perturbed', target='moments')
         mp_probs = Dl.moment_teacher(teacher)(data['test'][0])
         return dict(setting='digits, MLP teacher (dropout 0.2 / 0.5 / 0.5)', standard=mc['standard']['error'],
                     mc=mc['mc']['error'], moments=Dl.scores(mp_probs, data['test'][1])['error'],
                     distilled=mc['distilled']['error'], distilled_moments=mp['distilled']['error'],
                     recovered=mc['recovered_error'])
     def digits_conv():
-        data, teacher = Dl.digits_teacher(quick=False, seed=seed)
-        res, _ = Dl.digits_distillation(data, teacher, quick=False, seed=seed)
-        mp, _ = Dl.digits_distillation(data, teacher, quick=False, seed=seed, target='moments')
+        data, teacher = DP.digits_teacher(quick=False, seed=seed)
+        res, _ = DP.digits_distillation(data, teacher, quick=False, seed=seed)
+        mp, _ = DP.digits_distillation(data, teacher, quick=False, seed=seed, target='moments')
         mp_probs = Dl.moment_teacher(teacher)(data['test'][0])
         return dict(setting='digits, conv teacher, dropout 0.5 at every layer', standard=res['standard']['error'],
                     mc=res['mc']['error'], moments=Dl.scores(mp_probs, data['test'][1])['error'],
                     distilled=res['distilled']['error'], distilled_moments=mp['distilled']['error'], recovered=res['recovered_error'])
     def lenet(which):
         def f():
-            r = Dl.mnist_table(which, quick=False, seed=seed, device=device, data_dir=data_dir, checkpoint_dir=checkpoint_dir)
+            r = DP.mnist_table(which, quick=False, seed=seed, device=device, data_dir=data_dir, checkpoint_dir=checkpoint_dir)
             return dict(setting=f"MNIST {r['network']}", standard=r['standard'], mc=r['mc'], moments=r['moment'],
                         distilled=r['distilled'], distilled_moments=None, recovered=None, paper=list(r['paper']))
         return f
@@ -577,8 +577,8 @@ def distill_cells(quick=True, seed=0, device='cpu', data_dir=None, checkpoint_di
 
 def distill_table(store, quick=True, data_dir=None, seed=0, device='cpu', out='results', progress=print):
     "Standard / MC-100 / moment propagation / distilled test error (%) per setting, beside the paper; Markdown."
-    from fastdropout_nb import distill as Dl, nn as N, moments
-    key, mode = f"{source_fingerprint(Dl, N, moments)}-seed{seed}", 'quick' if quick else 'full'
+    from fastdropout_nb import distill as Dl, distillation_protocols as DP, nn as N, moments
+    key, mode = f"{source_fingerprint(Dl, DP, N, moments)}-seed{seed}", 'quick' if quick else 'full'
     f = lambda v: '—' if v is None or v != v else f'{v:.2f}'          # None: not measured; NaN: no standard→MC gap
     lines = ['| setting | standard | MC-100 | moment propagation | distilled | distilled from moments | gap recovered % | paper (std / MC / distilled) |',
              '|---|---|---|---|---|---|---|---|']

@@ -16,10 +16,10 @@ from hypothesis import given, strategies as st
 from torch import nn
 import torch.nn.functional as F
 
-from fastdropout_nb.distill import (check_bregman_constant, check_convex_bound, digits_distillation, digits_split,
+from fastdropout_nb.distill import (check_bregman_constant, check_convex_bound,
                                     distill, dropout_mode, enumerate_dropout, exact_objectives, exact_predict,
-                                    inference_costs, jensen_gap, kl_loss, l1_loss, lenet, mc_predict, moment_teacher, neg_entropy,
-                                    random_students, random_teacher, seeded, small_convnet, sq_loss, sq_norm,
+                                    jensen_gap, kl_loss, l1_loss, mc_predict, moment_teacher, neg_entropy,
+                                    random_students, random_teacher, seeded, sq_loss, sq_norm,
                                     standard_predict, switchable_dropout, dropout_modules)
 from fastdropout_nb.testing import assert_mc_close
 
@@ -152,25 +152,6 @@ def test_distill_rejects_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         distill(**args)
-
-
-def test_tiny_digits_pipeline_runs():
-    data = digits_split(0)
-    torch.manual_seed(0)
-    teacher = small_convnet()
-    res, student = digits_distillation(data, teacher, quick=True, seed=0, epochs=1, n_mc=3)
-    assert set(res) >= {'standard', 'mc', 'distilled', 'recovered_error'}
-    costs = inference_costs(teacher, student, data['test'][0][:50], n_mc=3, repeats=1)
-    assert set(costs) == {'standard', 'mc-3', 'distilled'} and all(v > 0 for v in costs.values())
-
-
-@pytest.mark.parametrize('dropout, n', [('last', 1), ('all', 3)])
-def test_lenet_shapes(dropout, n):
-    net = lenet(dropout)
-    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    assert sum(isinstance(m, nn.Dropout) for m in net.modules()) == n
-    with pytest.raises(ValueError):
-        lenet('first')
 
 
 def test_moments_target_is_moment_propagation():

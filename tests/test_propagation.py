@@ -403,7 +403,7 @@ class _Swish(nn.Module):
 # ---------------------------------------------------------------- the zoo against Monte Carlo dropout
 @pytest.fixture(scope='module')
 def digits():
-    from fastdropout_nb.distill import digits_split
+    from fastdropout_nb.distillation_protocols import digits_split   # the digits data of the protocols
     return digits_split(0)
 
 @pytest.mark.parametrize('name', list(zoo_models()))
