@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable
 import numpy as np
+import importlib
 import torch
+import torch.nn.functional as F
+from torch import nn
 from scipy.special import logsumexp as _np_logsumexp, expit as _expit, log_expit as _log_expit, logit as _logit
 from scipy.special import ndtr as _ndtr, softmax as _np_softmax
 from .arrays import as_float, check_var, check_finite, check_broadcast
@@ -21,9 +24,10 @@ _all_ = ['dropout_moments']
 
 # %% auto #0
 __all__ = ['EXACT', 'REGISTRY', 'SIGMOID_SQ_A', 'SIGMOID_SQ_B', 'sigmoid_mean', 'Bound', 'Domain', 'Identity', 'Entry',
-           'register', 'logsigmoid_mean', 'sigmoid_var', 'tanh_moments', 'relu_moments', 'max_moments', 'gelu_mean',
-           'leaky_relu_moments', 'softplus_mean', 'exp_mean', 'squared_error_mean', 'gauss_hermite_expect',
-           'unscented_points', 'softmax_mean', 'registry_markdown', 'dropout_moments']
+           'register', 'Activation', 'activations', 'logsigmoid_mean', 'sigmoid_var', 'tanh_moments', 'relu_moments',
+           'max_moments', 'gelu_mean', 'leaky_relu_moments', 'softplus_mean', 'exp_mean', 'squared_error_mean',
+           'gauss_hermite_expect', 'quadrature_moments', 'unscented_points', 'softmax_mean', 'registry_markdown',
+           'activations_markdown', 'dropout_moments']
 
 # %% ../nbs/01_closed_forms.ipynb #5032e908
 _PI_8 = np.pi / 8
@@ -118,6 +122,7 @@ class Entry:
     domain: Domain = Domain()
     quad: Callable|tuple = None  # a ground truth replacing the generic quadrature: (mu, var) -> value, or the
                                  # name of one in `testing` and which of its outputs, e.g. ('relu_truth', 1)
+    activation: Activation = None   # an element-wise function nets use (its mean entry carries it)
     mutants: dict = field(default_factory=dict, compare=False)   # typical mistakes, for the planted-bug report
     @property
     def exact(self): return self.bound.exact
@@ -130,12 +135,56 @@ def register(*entries):
         if not isinstance(e, Entry): raise ValueError(f"entries must be Entry objects; got {type(e).__name__}")
         REGISTRY[e.name] = e
 
+# %% ../nbs/01_closed_forms.ipynb #d93f746a
+def _resolve(ref):
+    "A function given directly, or named as `(module, name)` of this package: found when first used, so this module imports no later chapter."
+    return getattr(importlib.import_module(f'fastdropout_nb.{ref[0]}'), ref[1]) if isinstance(ref, tuple) else ref
+
+@dataclass(frozen=True)
+class Activation:
+    "An element-wise function as nets use it: the torch forms it matches, its parameters, its `(mean, var)` rule for tensors."
+    name: str                  # its name in `FastDropoutMLP(activation=...)`
+    module: type               # the torch module; its parameters are attributes of that name (`dropout_mlp` builds module(**params))
+    f: Callable                # the torch function f(x, *params), also matched in a traced net
+    moments: Callable          # this chapter's (mu, var, **params) -> (mean, var); var None where it has no closed form
+    rule: Callable|tuple = None  # (mean, var, **params) -> (mean, var) of tensors, fast and autograd-safe: `moments` when None,
+                                 # or the name of a direct form in a later chapter, e.g. ('nn', 'relu_moments_fast')
+    calls: tuple = ()          # more functions and method names it matches (torch.relu, 'relu')
+    params: dict = field(default_factory=dict)   # name -> default, in the order f takes them after x
+    draws: dict = field(default_factory=dict)    # name -> (lo, hi): where the tests draw a numeric parameter
+    applies: Callable = None   # params -> bool: where `rule` holds (GELU: approximate == 'none'); elsewhere quadrature of f
+    homogeneous: bool = False  # f(g x) = g f(x) for every g >= 0: it commutes with a channel-dropout gate
+    nodes: bool = False        # the rule takes `n`, the Gauss–Hermite nodes of a moment it computes by quadrature
+    def of_module(self, m):
+        "The parameters of module `m`."
+        return {k: getattr(m, k) for k in self.params}
+    def of_call(self, args, kwargs):
+        "The parameters of a call f(x, *args, **kwargs); other arguments (`inplace`) are ignored."
+        return {k: args[i] if i < len(args) else kwargs.get(k, d) for i, (k, d) in enumerate(self.params.items())}
+    def bind(self, params=None, n=20):
+        "`(mean, var) -> (mean, var)` at `params` (defaults for the rest): the rule where it applies, else n-node quadrature of f."
+        p = {**self.params, **(params or {})}
+        if self.applies is not None and not self.applies(p):
+            return lambda mean, var: quadrature_moments(lambda t: self.f(t, **p), mean, var, n)
+        rule, kw = _resolve(self.rule) or self.moments, ({'n': n} if self.nodes else {})
+        return lambda mean, var: rule(mean, var, **p, **kw)
+
+def activations():
+    "The registered activations by name (the entries of one function, e.g. its mean and variance, carry the same one)."
+    out = {}
+    for e in REGISTRY.values():
+        if e.activation is not None: out.setdefault(e.activation.name, e.activation)
+    return out
+
+
 # %% ../nbs/01_closed_forms.ipynb #2850cb3f
 register(Entry(
     'sigmoid_mean', sigmoid_mean, _expit, Bound(const=0.018), '01_closed_forms',
     measured='sup 0.01775 (std ≈ 750, μ/std ≈ −1.7), quadrature',
     identity=Identity(lambda y: _ndtr(_LAMBDA * y), lambda m, mu, var: _ndtr(_LAMBDA * _logit(m)), 'E[Φ(λY)] = Φ(λμ/√(1+λ²v)), λ² = π/8'),
-    mutants={'prefactor dropped': lambda mu, var: sigmoid_mean(mu, var / _PI_8)}))   # π/8 left out
+    mutants={'prefactor dropped': lambda mu, var: sigmoid_mean(mu, var / _PI_8)},   # π/8 left out
+    activation=Activation('sigmoid', nn.Sigmoid, torch.sigmoid, lambda mu, var: (sigmoid_mean(mu, var), sigmoid_var(mu, var)),
+                          calls=(F.sigmoid, 'sigmoid'))))
 
 # %% ../nbs/01_closed_forms.ipynb #a63a329c
 def logsigmoid_mean(mu, var):
@@ -209,7 +258,8 @@ register(
           measured="sup 0.0355 (twice sigmoid_mean's at (2μ, 4v)), quadrature",
           identity=Identity(lambda y: _ndtr(2 * _LAMBDA * y), lambda m, mu, var: _ndtr(_LAMBDA * _logit((1 + m) / 2)),
                             'E[Φ(2λY)] = Φ(2λμ/√(1+4λ²v)), tanh(t) = 2σ(2t) − 1'),
-          mutants={'prefactor dropped': lambda mu, var: np.tanh(mu / np.sqrt(1 + _PI_8 * np.asarray(var)))}),
+          mutants={'prefactor dropped': lambda mu, var: np.tanh(mu / np.sqrt(1 + _PI_8 * np.asarray(var)))},
+          activation=Activation('tanh', nn.Tanh, torch.tanh, tanh_moments, calls=(F.tanh, 'tanh'))),
     Entry('tanh_moments.var', lambda mu, var: tanh_moments(mu, var)[1], np.tanh, Bound(const=0.065), '01_closed_forms',
           moment='var', measured='sup 0.0642 (four times sigmoid_var), quadrature',
           mutants={'prefactor dropped': lambda mu, var: sigmoid_var(2 * np.asarray(mu), 4 * np.asarray(var))}),
@@ -257,10 +307,13 @@ def _relu_mean_no_std(mu, var):
     return relu_moments(mu, var)[0] + (1 - np.sqrt(var)) * np.exp(-r * r / 2) / np.sqrt(2 * np.pi)
 
 _relu = lambda y: np.maximum(y, 0.0)
+_RELU_FAST = ('nn', 'relu_moments_fast')   # the direct formulas, with their closed-form backward (chapter 04)
 register(
     Entry('relu_moments.mean', lambda mu, var: relu_moments(mu, var)[0], _relu, EXACT, '01_closed_forms', kinks=(0.0,),
           quad=('relu_truth', 0), measured='against centred quadrature, |r| ≤ 38 (plot in its section)',
-          mutants={'prefactor dropped': _relu_mean_no_std}),
+          mutants={'prefactor dropped': _relu_mean_no_std},
+          activation=Activation('relu', nn.ReLU, F.relu, relu_moments, rule=_RELU_FAST, calls=(torch.relu, 'relu', 'relu_'),
+                                homogeneous=True)),
     Entry('relu_moments.var', lambda mu, var: relu_moments(mu, var)[1], _relu, EXACT, '01_closed_forms', moment='var',
           kinks=(0.0,), quad=('relu_truth', 1), measured='against centred quadrature, |r| ≤ 38 (plot in its section)',
           mutants={'prefactor dropped': lambda mu, var: relu_moments(mu, var)[1] / np.maximum(var, 1e-300)}))
@@ -314,8 +367,17 @@ def _gelu_no_factor(mu, var):
     a = mu / np.sqrt(1 + var)
     return mu * _ndtr(a) + np.exp(-a * a / 2) / np.sqrt(2 * np.pi)
 
+def _gelu_fast(mean, var, approximate='none', n=20):
+    "GELU's rule for tensors: `gelu_mean` in its direct form (no input checks), the variance by `n`-node `quadrature_moments`."
+    tau = torch.sqrt(1 + var); r = mean / tau
+    first = mean * torch.special.ndtr(r) + var * torch.exp(-0.5 * r * r) / (np.sqrt(2 * np.pi) * tau)
+    return quadrature_moments(F.gelu, mean, var, n, first=first)
+
 register(Entry('gelu_mean', gelu_mean, lambda y: y * _ndtr(y), EXACT, '01_closed_forms', measured='quadrature',
-               mutants={'prefactor dropped': _gelu_no_factor}))
+               mutants={'prefactor dropped': _gelu_no_factor},
+               activation=Activation('gelu', nn.GELU, F.gelu, lambda mu, var, approximate='none': (gelu_mean(mu, var), None),
+                                     rule=_gelu_fast, params={'approximate': 'none'}, applies=lambda p: p['approximate'] == 'none',
+                                     nodes=True)))
 
 # %% ../nbs/01_closed_forms.ipynb #7f2eac40
 def leaky_relu_moments(mu, var,
@@ -327,11 +389,21 @@ def leaky_relu_moments(mu, var,
     m_neg, v_neg = relu_moments(-mu, var)
     return m_pos - alpha * m_neg, v_pos + alpha * alpha * v_neg + 2 * alpha * m_pos * m_neg
 
+def _leaky_relu_fast(mean, var, negative_slope=0.01):
+    """LeakyReLU's rule for tensors from one evaluation of ReLU's fast rule: R⁻ = R⁺ − Y gives E R⁻ = E R⁺ − μ and
+    Var R⁻ = v − Var R⁺ − 2 E R⁺ E R⁻."""
+    mp, vp = _resolve(_RELU_FAST)(mean, var)
+    mn = mp - mean
+    vn, a = (var - vp - 2 * mp * mn).clamp_min(0), negative_slope
+    return mp - a * mn, (vp + a * a * vn + 2 * a * mp * mn).clamp_min(0)
+
 _ALPHA = 0.2   # the negative slope of the registered instances
 _leaky = lambda y: np.where(y > 0, y, _ALPHA * y)
 register(
     Entry('leaky_relu_moments.mean', lambda mu, var: leaky_relu_moments(mu, var, _ALPHA)[0], _leaky, EXACT, '01_closed_forms',
-          kinks=(0.0,), measured='quadrature', mutants={'prefactor dropped': lambda mu, var: leaky_relu_moments(mu, var, 1.0)[0]}),   # alpha left out
+          kinks=(0.0,), measured='quadrature', mutants={'prefactor dropped': lambda mu, var: leaky_relu_moments(mu, var, 1.0)[0]},   # alpha left out
+          activation=Activation('leaky_relu', nn.LeakyReLU, F.leaky_relu, leaky_relu_moments, rule=_leaky_relu_fast,
+                                params={'negative_slope': 0.01}, draws={'negative_slope': (0.0, 1.0)}, homogeneous=True)),
     Entry('leaky_relu_moments.var', lambda mu, var: leaky_relu_moments(mu, var, _ALPHA)[1], _leaky, EXACT, '01_closed_forms',
           moment='var', kinks=(0.0,), measured='quadrature',
           mutants={'covariance dropped': lambda mu, var: relu_moments(mu, var)[1] + _ALPHA ** 2 * relu_moments(-np.asarray(mu), var)[1],
@@ -388,6 +460,22 @@ def gauss_hermite_expect(f, mu, var, n=20):
     x, w = (o.asarray(a.reshape((n,) + (1,) * nd), like=mu) for a in (x, w))
     y = mu + np.sqrt(2) * _safe_sqrt(o, var) * x
     return o.sum(w * f(y), axis=0)
+
+def quadrature_moments(f, # an element-wise function of a tensor
+                       mean, # the input's mean (a tensor)
+                       var, # its variance, same shape
+                       n:int=20, # Gauss–Hermite nodes
+                       first=None, # a closed form of E f(Y) to use instead of the quadrature's
+                      ):
+    """`(mean, var)` of f(Y), Y ~ N(`mean`, `var`) element-wise for tensors, by `n`-node Gauss–Hermite quadrature; `first`
+    replaces the quadrature mean by a closed form. The variance is E[(f − c)²] − (E f − c)², c = f(mean)."""
+    x, w = (torch.as_tensor(a, dtype=mean.dtype, device=mean.device) for a in _hermgauss(int(n)))
+    x = x * np.sqrt(2)
+    fy = f(torch.addcmul(mean, x.reshape((-1,) + (1,) * mean.dim()), var.clamp_min(0).sqrt()))   # f at the n nodes
+    c = f(mean)
+    out_mean = torch.tensordot(w, fy, 1) if first is None else first
+    dev = (fy - c).square() if torch.is_grad_enabled() else fy.sub_(c).square_()      # in place without autograd
+    return out_mean, (torch.tensordot(w, dev, 1) - (out_mean - c) ** 2).clamp_min(0)
 
 # %% ../nbs/01_closed_forms.ipynb #db8cc982
 def unscented_points(mu, var, kappa=None):
@@ -474,5 +562,17 @@ def registry_markdown(names=None):
         e = REGISTRY[n]
         rows.append(f"| `{n}` | {'exact' if e.exact else 'approximate'} | {esc(e.bound.text)} | "
                     f"{esc(e.identity.text) if e.identity else '—'} | {esc(e.measured) or '—'} | {e.chapter} |")
+    return '\n'.join(rows)
+
+def activations_markdown():
+    "The registered activations as a Markdown table: name, torch forms, parameters, rule, homogeneity."
+    rows = ['| activation | torch forms | parameters (tests draw) | rule for tensors | positively homogeneous |', '|---|---|---|---|---|']
+    name = lambda x: (f'.{x}()' if isinstance(x, str) else f'nn.{x.__name__}' if isinstance(x, type)      # a method; a module
+                      else ('F.' if getattr(F, x.__name__, None) is x else 'torch.') + x.__name__)
+    for a in activations().values():
+        forms = ', '.join(f'`{name(x)}`' for x in (a.module, a.f, *a.calls))
+        params = ', '.join(f'`{k}={v!r}`' + (f' ({a.draws[k][0]:g}..{a.draws[k][1]:g})' if k in a.draws else '') for k, v in a.params.items())
+        rule = f"`{'.'.join(a.rule) if isinstance(a.rule, tuple) else a.rule.__name__}`" if a.rule else "the entry's function"
+        rows.append(f"| `{a.name}` | {forms} | {params or '—'} | {rule} | {'yes' if a.homogeneous else 'no'} |")
     return '\n'.join(rows)
 

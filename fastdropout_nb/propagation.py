@@ -14,18 +14,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn, fx
-from .moments import sigmoid_mean, sigmoid_var, tanh_moments, softmax_mean
+from .moments import sigmoid_mean, softmax_mean, activations, quadrature_moments
 from .nn import relu_moments_fast
 
 # %% auto #0
-__all__ = ['SUPPORTED', 'OUTPUTS', 'Moments', 'moments_of', 'dropout_rule', 'linear_rule', 'conv_rule', 'batchnorm_rule',
-           'avg_pool_rule', 'adaptive_avg_pool_rule', 'reduce_rule', 'scale_rule', 'add_rule', 'structure_rule',
-           'cat_rule', 'relu_rule', 'leaky_relu_rule', 'sigmoid_rule', 'tanh_rule', 'quadrature_moments', 'gelu_rule',
-           'elementwise_rule', 'max_moments_fast', 'max_pool_rule', 'ChannelGated', 'channel_moments',
-           'channel_dropout_rule', 'gated_conv_rule', 'gated_linear_rule', 'gated_flatten', 'gated_reshape', 'Traced',
-           'traced_step', 'traced_dropout', 'MomentPropagation', 'moment_propagation', 'MnistExample', 'BatchNormMLP',
-           'ResidualBlock', 'ResidualMLP', 'GeluSiluMLP', 'AvgPoolLeaky', 'ChannelDropoutNet', 'zoo_models',
-           'mc_average', 'propagation_scores', 'batchnorm_batch_stats', 'update_batchnorm', 'fast_dropout_fit']
+__all__ = ['relu_rule', 'SUPPORTED', 'OUTPUTS', 'Moments', 'moments_of', 'dropout_rule', 'linear_rule', 'conv_rule',
+           'batchnorm_rule', 'avg_pool_rule', 'adaptive_avg_pool_rule', 'reduce_rule', 'scale_rule', 'add_rule',
+           'structure_rule', 'cat_rule', 'activation_rule', 'elementwise_rule', 'max_moments_fast', 'max_pool_rule',
+           'ChannelGated', 'channel_moments', 'channel_dropout_rule', 'gated_conv_rule', 'gated_linear_rule',
+           'gated_flatten', 'gated_reshape', 'Traced', 'traced_step', 'traced_dropout', 'MomentPropagation',
+           'moment_propagation', 'MnistExample', 'BatchNormMLP', 'ResidualBlock', 'ResidualMLP', 'GeluSiluMLP',
+           'AvgPoolLeaky', 'ChannelDropoutNet', 'zoo_models', 'mc_average', 'propagation_scores',
+           'batchnorm_batch_stats', 'update_batchnorm', 'fast_dropout_fit']
 
 # %% ../nbs/04b_propagation.ipynb #027cbdd6
 class Moments:
@@ -131,60 +131,25 @@ def cat_rule(fn, tensors, *args, **kwargs):
     return Moments(fn([m for m, _ in pairs], *args, **kwargs), fn([v for _, v in pairs], *args, **kwargs))
 
 # %% ../nbs/04b_propagation.ipynb #2965f27f
-def relu_rule(x):
-    "ReLU of a Gaussian: exact `(mean, var)` (the direct formulas of `nn.relu_moments_fast`)."
-    return Moments(*relu_moments_fast(*moments_of(x)))
+def _activation_rule(act, params, n=20):
+    "`rule(x) -> Moments` of a registered activation at `params` (its rule, or quadrature of f where the rule does not apply)."
+    rule = act.bind(params, n)
+    return lambda x: Moments(*rule(*moments_of(x)))
 
-def leaky_relu_rule(x, negative_slope=0.01):
-    """LeakyReLU of a Gaussian, exact: `moments.leaky_relu_moments`'s formula from one fast ReLU evaluation, since
-    R⁻ = R⁺ − Y gives E R⁻ = E R⁺ − μ and Var R⁻ = v − Var R⁺ − 2 E R⁺ E R⁻."""
-    mean, var = moments_of(x)
-    mp, vp = relu_moments_fast(mean, var)
-    mn = mp - mean
-    vn, a = (var - vp - 2 * mp * mn).clamp_min(0), negative_slope
-    return Moments(mp - a * mn, (vp + a * a * vn + 2 * a * mp * mn).clamp_min(0))
-
-def sigmoid_rule(x):
-    "Sigmoid of a Gaussian: probit approximations (`moments.sigmoid_mean`, `sigmoid_var`)."
-    mean, var = moments_of(x)
-    return Moments(sigmoid_mean(mean, var), sigmoid_var(mean, var))
-
-def tanh_rule(x):
-    "Tanh of a Gaussian via tanh(t) = 2 sigmoid(2t) − 1."
-    return Moments(*tanh_moments(*moments_of(x)))
-
-# %% ../nbs/04b_propagation.ipynb #08963155
-@lru_cache(maxsize=None)
-def _hermgauss(n):
-    x, w = np.polynomial.hermite.hermgauss(n)
-    return math.sqrt(2) * x, w / math.sqrt(math.pi)
-
-def quadrature_moments(f, # an element-wise function of a tensor
-                       mean, # the input's mean (a tensor)
-                       var, # its variance, same shape
-                       n:int=20, # Gauss–Hermite nodes
-                       first=None, # a closed form of E f(Y) to use instead of the quadrature's
-                      ):
-    """`(mean, var)` of f(Y), Y ~ N(`mean`, `var`) element-wise, by `n`-node Gauss–Hermite quadrature; `first`
-    replaces the quadrature mean by a closed form. The variance is E[(f − c)²] − (E f − c)², c = f(mean)."""
-    x, w = (torch.as_tensor(a, dtype=mean.dtype, device=mean.device) for a in _hermgauss(int(n)))
-    fy = f(torch.addcmul(mean, x.reshape((-1,) + (1,) * mean.dim()), var.clamp_min(0).sqrt()))   # f at the n nodes
-    c = f(mean)
-    out_mean = torch.tensordot(w, fy, 1) if first is None else first
-    dev = (fy - c).square() if torch.is_grad_enabled() else fy.sub_(c).square_()      # in place without autograd
-    return out_mean, (torch.tensordot(w, dev, 1) - (out_mean - c) ** 2).clamp_min(0)
-
-def gelu_rule(x, n=20, approximate='none'):
-    "GELU of a Gaussian: the mean in closed form (`moments.gelu_mean`, derived above), the variance by quadrature."
-    mean, var = moments_of(x)
-    if approximate != 'none': return Moments(*quadrature_moments(lambda t: F.gelu(t, approximate=approximate), mean, var, n))
-    tau = torch.sqrt(1 + var); r = mean / tau                  # moments.gelu_mean's E[Y Φ(Y)], in its direct form
-    first = mean * torch.special.ndtr(r) + var * torch.exp(-0.5 * r * r) / (math.sqrt(2 * math.pi) * tau)
-    return Moments(*quadrature_moments(F.gelu, mean, var, n, first=first))
+def activation_rule(name, # a registered activation: `moments.activations()` ('relu', 'leaky_relu', 'gelu', ...)
+                    n:int=20, # Gauss–Hermite nodes, where its rule does not apply (GELU with approximate='tanh')
+                    **params, # its parameters (LeakyReLU's negative_slope); the defaults for the rest
+                   ):
+    "The moment rule `rule(x) -> Moments` of a registered activation, as the registry (chapter 01) gives it."
+    acts = activations()
+    if name not in acts: raise ValueError(f"name must be a registered activation, one of {tuple(acts)}; got {name!r}")
+    return _activation_rule(acts[name], params, n)
 
 def elementwise_rule(f, x, n=20):
-    "Any element-wise f: both moments by Gauss–Hermite quadrature."
+    "Any element-wise f: both moments by Gauss–Hermite quadrature (`moments.quadrature_moments`)."
     return Moments(*quadrature_moments(f, *moments_of(x), n))
+
+relu_rule = activation_rule('relu')
 
 # %% ../nbs/04b_propagation.ipynb #48f3097c
 def max_moments_fast(m1, v1, m2, v2):
@@ -403,6 +368,10 @@ def _arg(args, kwargs, i, name, default=None):
     return args[i] if len(args) > i else kwargs.get(name, default)
 
 # %% ../nbs/04b_propagation.ipynb #01c649d9
+def _activation_of(key):
+    "The registered activation (chapter 01) that a module type or a call target (function, method name) is, or None."
+    return next((a for a in activations().values() if key is a.module or key is a.f or key in a.calls), None)
+
 def _module_rule(m, n):
     "(rule(x), kind) for a module with noisy input: kind 'mix' (a linear map mixing entries), 'keep' (entries kept apart), 'act' (needs a Gaussian input)."
     t = type(m)
@@ -416,21 +385,14 @@ def _module_rule(m, n):
                                         m.count_include_pad, getattr(m, 'divisor_override', None))), 'mix'
     if t in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d): return (lambda x: adaptive_avg_pool_rule(x, m.output_size)), 'mix'
     if t in (nn.Flatten, nn.Unflatten, nn.Identity): return (lambda x: structure_rule(m, x)), 'keep'
-    if t is nn.ReLU: return relu_rule, 'act'
-    if t is nn.LeakyReLU: return (lambda x: leaky_relu_rule(x, m.negative_slope)), 'act'
-    if t is nn.Sigmoid: return sigmoid_rule, 'act'
-    if t is nn.Tanh: return tanh_rule, 'act'
-    if t is nn.GELU: return (lambda x: gelu_rule(x, n, m.approximate)), 'act'
+    act = _activation_of(t)
+    if act is not None: return _activation_rule(act, act.of_module(m), n), 'act'
     if t in _ELEMENTWISE_MODULES: return (lambda x: elementwise_rule(m, x, n)), 'act'
     if t in (nn.MaxPool1d, nn.MaxPool2d) and not m.ceil_mode and not m.return_indices:
         return (lambda x: max_pool_rule(x, 1 if t is nn.MaxPool1d else 2, m.kernel_size, m.stride, m.padding, m.dilation)), 'act'
     return None
 
 # %% ../nbs/04b_propagation.ipynb #1fad76ac
-_ACTIVATION_FUNCTIONS = {F.relu: relu_rule, torch.relu: relu_rule, F.sigmoid: sigmoid_rule, torch.sigmoid: sigmoid_rule,
-                         F.tanh: tanh_rule, torch.tanh: tanh_rule, 'relu': relu_rule, 'relu_': relu_rule,
-                         'sigmoid': sigmoid_rule, 'tanh': tanh_rule}
-
 def _call_rule(fn, noisy, n):
     "(rule(*args, **kwargs), kind) for `call_function` target / `call_method` name `fn`; `noisy` flags the positional args."
     method = isinstance(fn, str)
@@ -443,9 +405,8 @@ def _call_rule(fn, noisy, n):
     if fn in (torch.sum, torch.mean, 'sum', 'mean'): return (lambda x, *a, **k: reduce_rule(x, getattr(fn, '__name__', fn), *a, **k)), 'mix'
     if fn in (F.max_pool1d, F.max_pool2d):
         return (lambda x, *a, **k: max_pool_rule(x, 1 if fn is F.max_pool1d else 2, *a, **k)), 'act'
-    if fn in _ACTIVATION_FUNCTIONS: return (lambda x, *a, **k: _ACTIVATION_FUNCTIONS[fn](x)), 'act'
-    if fn is F.leaky_relu: return (lambda x, *a, **k: leaky_relu_rule(x, _arg(a, k, 0, 'negative_slope', 0.01))), 'act'
-    if fn is F.gelu: return (lambda x, approximate='none': gelu_rule(x, n, approximate)), 'act'
+    act = _activation_of(fn)
+    if act is not None: return (lambda x, *a, **k: _activation_rule(act, act.of_call(a, k), n)(x)), 'act'
     if fn in _ELEMENTWISE_FUNCTIONS or fn in _ELEMENTWISE_METHODS:
         return (lambda x, *a, **k: elementwise_rule(lambda t: call(t, *a, **k), x, n)), 'act'
     if fn in _STRUCT_FUNCTIONS or fn in _STRUCT_METHODS: return (lambda x, *a, **k: structure_rule(call, x, *a, **k)), 'keep'
@@ -459,16 +420,21 @@ def _call_rule(fn, noisy, n):
     return None
 
 # %% ../nbs/04b_propagation.ipynb #090f1ae0
+def _torch_names(keys):
+    "Modules and functions as a reader names them: ReLU, exp."
+    return ', '.join(k if isinstance(k, str) else k.__name__ for k in keys)
+
 SUPPORTED = ("dropout (nn.Dropout, F.dropout, torch.dropout; channel dropout nn.Dropout1d/2d/3d, F.dropout1d/2d/3d "
              "before a convolution or flatten(1) + linear); linear maps (nn.Linear, F.linear, nn.Conv1d/2d/3d with zero padding, "
              "nn.BatchNorm1d/2d/3d with running statistics, nn.AvgPool1d/2d, nn.AdaptiveAvgPool1d/2d and their F. forms, sum, "
              "mean, ± a noisy or constant tensor, × or ÷ by a constant); structure (flatten, view, reshape, permute, transpose, "
              "squeeze, unsqueeze, cat, stack, indexing, nn.Flatten/Unflatten/Identity); element-wise functions after a linear "
-             "map (ReLU, LeakyReLU, sigmoid, tanh, GELU, SiLU, ELU, SELU, CELU, Softplus, Mish, Hardswish, Hardsigmoid, "
-             "Hardtanh, ReLU6, Softsign, LogSigmoid, exp, sin, cos, erf, abs, square, and any callable passed in "
-             "`elementwise=`); max pooling (nn.MaxPool1d/2d, F.max_pool1d/2d, no ceil_mode); a final softmax or log_softmax; "
-             "any other layer (nn.LSTM, nn.GRU, nn.RNN, nn.MultiheadAttention, nn.Transformer*, ...) only on a noise-free "
-             "input and only without dropout inside it")
+             f"map (registered in chapter 01: {_torch_names(a.module for a in activations().values())}, as modules and "
+             f"functions; by quadrature: {_torch_names(m for m in _ELEMENTWISE_MODULES if _activation_of(m) is None)}, "
+             f"{_torch_names(f for f in _ELEMENTWISE_FUNCTIONS if _activation_of(f) is None and f.__name__.replace('_', '') not in {m.__name__.lower() for m in _ELEMENTWISE_MODULES})}; "
+             "and any callable passed in `elementwise=`); max pooling (nn.MaxPool1d/2d, F.max_pool1d/2d, no ceil_mode); "
+             "a final softmax or log_softmax; any other layer (nn.LSTM, nn.GRU, nn.RNN, nn.MultiheadAttention, "
+             "nn.Transformer*, ...) only on a noise-free input and only without dropout inside it")
 
 def _describe(node):
     "A node as a reader finds it: op, target and the module path it was called in."
@@ -536,11 +502,14 @@ def _meta_rule(node):
 _GATED = {nn.Linear: lambda m: lambda g: gated_linear_rule(g, m.weight, m.bias), nn.Flatten: lambda m: lambda g: gated_flatten(g, m.start_dim, m.end_dim),
           **{c: (lambda m: lambda g: gated_conv_rule(m, g)) for c in _CONV_FN}}
 
-_COMMUTE_MODULES = (nn.ReLU, nn.LeakyReLU, nn.MaxPool1d, nn.MaxPool2d)
-_COMMUTE_CALLS = (F.relu, torch.relu, 'relu', 'relu_', F.leaky_relu, F.max_pool1d, F.max_pool2d)
+def _commutes(key):
+    "Whether a module type or call target commutes with a channel gate: max pooling, or a positively homogeneous registered activation."
+    if key in (nn.MaxPool1d, nn.MaxPool2d, F.max_pool1d, F.max_pool2d): return True
+    act = _activation_of(key)
+    return act is not None and act.homogeneous
 
 def _commuted(rule):
-    "A positively homogeneous op f (ReLU, LeakyReLU, max pooling within a channel) commutes with a gate g >= 0: f(g x) = g f(x)."
+    "A positively homogeneous op f (max pooling within a channel, a registered activation such as ReLU) commutes with a gate g >= 0: f(g x) = g f(x)."
     def run(g, *a, **k):
         inner = rule(Moments(g.mean, g.var), *a, **k)
         return ChannelGated(inner.mean, inner.var, g.p, g.channels, g.flat)
@@ -553,10 +522,11 @@ def _gated_rule(node, gm):
     if node.target is F.linear: return lambda g, w, b=None: gated_linear_rule(g, w, b)
     if node.target in (torch.flatten, 'flatten'): return gated_flatten
     if node.target in ('view', 'reshape', torch.reshape): return gated_reshape
-    if isinstance(m, _COMMUTE_MODULES) or (m is None and node.target in _COMMUTE_CALLS):
+    if _commutes(type(m) if m is not None else node.target):
         return _commuted(_module_rule(m, 20)[0] if m is not None else _call_rule(node.target, [True], 20)[0])
     _refuse(node, "it follows a channel dropout (nn.Dropout1d/2d/3d), whose units share one gate per channel; "
-                  "only ReLU, LeakyReLU and max pooling (which commute with the gate), a convolution, "
+                  f"only max pooling and the positively homogeneous activations ({_torch_names(a.module for a in activations().values() if a.homogeneous)}: "
+                  "they commute with the gate), a convolution, "
                   "or flatten(1) and a linear layer may follow it")
 
 # %% ../nbs/04b_propagation.ipynb #3c5cf4c1

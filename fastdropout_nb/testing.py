@@ -145,8 +145,10 @@ def gauss_expect(f, mu, var, kinks=(), moment='mean'):
     "E[f(Y)] (or Var[f(Y)], `moment='var'`) by quadrature; a vector input of length <= 3 by `gauss_hermite_product`, else None."
     if np.ndim(mu) == 0:                 # breakpoints where the nonlinearities bend, for a wide Y; a variance: epsabs ∝ var
         pts = list(kinks) + list(UNIT_FEATURES)
-        m = gauss_quad(f, mu, var, points=pts)
-        return m if moment == 'mean' else gauss_quad(lambda y: (f(y) - m) ** 2, mu, var, points=pts, epsabs=1e-14 * var)
+        if moment == 'mean': return gauss_quad(f, mu, var, points=pts)
+        c = float(f(float(mu)))          # a variance: f − f(μ) integrated, so that no rounding of E f is squared where f
+        d = gauss_quad(lambda y: f(y) - c, mu, var, points=pts)    # hardly varies (ELU far left: Var ≈ 0, E f ≈ −α)
+        return gauss_quad(lambda y: (f(y) - c - d) ** 2, mu, var, points=pts, epsabs=1e-14 * var)
     mu, var = np.asarray(mu, float), np.asarray(var, float)
     if len(mu) > 3: return None
     m = gauss_hermite_product(f, mu, var)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from hypothesis import given, strategies as st
 from fastdropout_nb.testing import all_masks, mask_probs, gauss_quad, gauss_max_quad, assert_mc_close, MAX_ENUM
-from fastdropout_nb.propagation import (Moments, moments_of, moment_propagation, dropout_rule, leaky_relu_rule, gelu_rule,
+from fastdropout_nb.propagation import (Moments, moments_of, moment_propagation, dropout_rule, activation_rule,
                                         elementwise_rule, max_pool_rule, zoo_models, propagation_scores,
                                         fast_dropout_fit, SUPPORTED)
 
@@ -244,8 +244,8 @@ def test_enumeration_sees_a_planted_bug(monkeypatch):
         assert not torch.allclose(moment_propagation(net)(x)[1][0], ev, rtol=1e-3)
 
 # ---------------------------------------------------------------- element-wise rules: quadrature and Monte Carlo
-FUNCS = {'leaky_relu': (lambda t, n: leaky_relu_rule(t, 0.1), lambda y: F.leaky_relu(y, 0.1)),
-         'gelu': (lambda t, n: gelu_rule(t, n), F.gelu),
+FUNCS = {'leaky_relu': (lambda t, n: activation_rule('leaky_relu', n, negative_slope=0.1)(t), lambda y: F.leaky_relu(y, 0.1)),
+         'gelu': (lambda t, n: activation_rule('gelu', n)(t), F.gelu),
          'silu': (lambda t, n: elementwise_rule(F.silu, t, n), F.silu),
          'softplus': (lambda t, n: elementwise_rule(F.softplus, t, n), F.softplus),
          'mish': (lambda t, n: elementwise_rule(F.mish, t, n), F.mish),
@@ -460,15 +460,12 @@ def test_training_false_written_in_never_drops_and_train_only_dropout_is_refused
     for a, b in zip(moment_propagation(net)(x), ref): assert torch.allclose(a, b, rtol=1e-14)
 
 @given(mu=st.floats(-30, 30), var=st.one_of(st.just(0.0), st.floats(1e-6, 100.0)), mu2=st.floats(-30, 30), var2=st.floats(0.0, 100.0))
-def test_fast_paths_equal_the_closed_forms_of_moments(mu, var, mu2, var2):
-    "The rules' direct forms equal chapter 01's: LeakyReLU moments, GELU's mean, Clark's max."
-    from fastdropout_nb.moments import leaky_relu_moments, gelu_mean, max_moments
+def test_max_fast_path_equals_the_closed_form_of_moments(mu, var, mu2, var2):
+    "Max pooling's direct form equals chapter 01's Clark max (the activations' rules: `test_activation_rule_ties_to_its_entry_and_quadrature`)."
+    from fastdropout_nb.moments import max_moments
     from fastdropout_nb.propagation import max_moments_fast
     m, v = torch.tensor([mu], dtype=D), torch.tensor([var], dtype=D)
-    got, ref = leaky_relu_rule(Moments(m, v), 0.1), leaky_relu_moments(m, v, 0.1)
     scale = 1 + abs(mu) + var
-    assert abs(float(got.mean - ref[0])) < 1e-12 * scale and abs(float(got.var - ref[1])) < 1e-10 * scale ** 2
-    assert abs(float(gelu_rule(Moments(m, v)).mean - gelu_mean(m, v))) < 1e-12 * scale
     m2, v2 = torch.tensor([mu2], dtype=D), torch.tensor([var2], dtype=D)
     for a, b in zip(max_moments_fast(m, v, m2, v2), max_moments(m, v, m2, v2)):
         assert abs(float(a - b)) < 1e-10 * (scale + abs(mu2) + var2) ** 2
@@ -591,3 +588,118 @@ def test_plain_moments_from_a_hook_are_taken_as_independent_entries():
     ref = F.linear(first[1], net[2].weight ** 2)
     assert torch.allclose(mean, twin(x)[0]) and torch.allclose(var, ref, rtol=1e-12)
     assert not torch.allclose(var, twin(x)[1], rtol=1e-3)                 # the composed map differs from it
+
+# ---------------------------------------------------------------- registered activations (chapter 01), generated per entry
+from dataclasses import replace
+from fastdropout_nb.moments import REGISTRY, activations
+from fastdropout_nb.testing import domain_strategy, gauss_expect
+
+ACTS = list(activations())
+PARAM_ACTS = [n for n in ACTS if activations()[n].draws]
+QUAD_VAR_STD, QUAD_VAR_TOL = (0.1, 3.0), (2e-3, 1e-3)   # a variance by 20-node quadrature (GELU's): std range, tol (1 + v), · v
+
+def _act_entries(name):
+    "The activation's mean entry and its variance entry (the mean entry's name with 'mean' -> 'var'; None: no closed form)."
+    mean = next(e for e in REGISTRY.values() if e.activation is not None and e.activation.name == name)
+    return mean, REGISTRY.get(mean.name.replace('mean', 'var'))
+
+def _act_tol(entry, mu, var, truth):
+    "The entry's stated bound at this input; an exact form's 1e-10 relative to the truth and, for a mean, to |mu| + std."
+    if entry.exact: return entry.bound.rel * (abs(truth) + (abs(mu) + math.sqrt(var) if entry.moment == 'mean' else 0.0)) + 1e-300
+    return float(entry.bound(var, truth)) + 1e-9 * (1 + abs(truth))
+
+def _torch_truth(f, mu, var):
+    "E f(Y) and Var f(Y), Y ~ N(mu, var), of the torch function f itself, by adaptive quadrature."
+    g = lambda y: float(f(torch.tensor(float(y), dtype=D)))
+    return gauss_expect(g, mu, var, kinks=(0.0,)), gauss_expect(g, mu, var, kinks=(0.0,), moment='var')
+
+def check_activation_rule(name, mu, var, params):
+    "The rule nets use = chapter 01's function = quadrature of the torch function at `params`: values, then gradients."
+    act = activations()[name]
+    e_mean, e_var = _act_entries(name)
+    m, v = torch.tensor([mu], dtype=D, requires_grad=True), torch.tensor([var], dtype=D, requires_grad=True)
+    got = act.bind(params)(m, v)
+    ref = act.moments(m, v, **params)
+    truth = _torch_truth(lambda t: act.f(t, **params), mu, var)
+    for k, entry in enumerate((e_mean, e_var)):
+        g = float(got[k].detach())
+        if entry is None:           # no closed form: the rule's quadrature, where its error was measured
+            if not QUAD_VAR_STD[0] ** 2 <= var <= QUAD_VAR_STD[1] ** 2: continue
+            tol = QUAD_VAR_TOL[0] * (1 + truth[k]) + QUAD_VAR_TOL[1] * var
+        else:
+            tol = _act_tol(entry, mu, var, truth[k])
+            assert abs(g - float(ref[k].detach())) <= tol, f'{name}{mu, var, params} moment {k}: rule {g!r} vs chapter 01 {float(ref[k].detach())!r}'
+        assert abs(g - truth[k]) <= tol, f'{name}{mu, var, params} moment {k}: rule {g!r} vs quadrature of f {truth[k]!r}, tol {tol:.3g}'
+        if ref[k] is not None and var > 0:  # gradients: the rule's (a custom backward included) against chapter 01's autograd
+            gr = torch.autograd.grad(got[k].sum(), (m, v), retain_graph=True)
+            gf = torch.autograd.grad(ref[k].sum(), (m, v), retain_graph=True)
+            for a, b in zip(gr, gf):
+                assert abs(float(a - b)) <= 1e-7 * (1 + abs(float(b))), f'{name}{mu, var, params} moment {k}: gradient {float(a)} vs {float(b)}'
+
+def _draw_params(act, data):
+    return {k: data.draw(st.floats(lo, hi), label=k) for k, (lo, hi) in act.draws.items()}
+
+@pytest.mark.parametrize('name', ACTS)
+@given(data=st.data())
+def test_activation_rule_ties_to_its_entry_and_quadrature(name, data):
+    "Per registered activation: rule for tensors vs the entry's function vs quadrature of the torch function, values and gradients."
+    act = activations()[name]
+    mu, var = data.draw(domain_strategy(_act_entries(name)[0].domain))
+    check_activation_rule(name, float(mu), float(var), _draw_params(act, data))
+
+class _CallNet(nn.Module):
+    "Dropout, a linear map, then the activation as a call f(h, *params) (positional) or f(h, **params)."
+    def __init__(self, drop, fc, f, params, keyword):
+        super().__init__(); self.drop, self.fc, self.f, self.params, self.keyword = drop, fc, f, params, keyword
+    def forward(self, x):
+        h = self.fc(self.drop(x))
+        return self.f(h, **self.params) if self.keyword else self.f(h, *self.params.values())
+
+def check_activation_parameters(name, params):
+    """Nets with the activation as a module built with `params` and as a call (positional, keyword): the propagated
+    output against quadrature of that module itself at the propagated input moments (exact forms: 1e-10 relative)."""
+    act = activations()[name]
+    e_mean, e_var = _act_entries(name)
+    torch.manual_seed(0)
+    drop, fc, module = nn.Dropout(0.3), nn.Linear(3, 2).double(), act.module(**params)
+    nets = [_CallNet(drop, fc, act.f, params, kw) for kw in (False, True)] + [nn.Sequential(drop, fc, module)]
+    x = torch.randn(4, 3, dtype=D)
+    u_mean, u_var = moment_propagation(nn.Sequential(drop, fc))(x)
+    for net in nets:
+        mean, var = moment_propagation(net)(x)
+        for i in range(u_mean.numel()):
+            mu, v = float(u_mean.detach().flatten()[i]), float(u_var.detach().flatten()[i])
+            truth = _torch_truth(module, mu, v)
+            for k, entry in ((0, e_mean), (1, e_var)):
+                got = float((mean, var)[k].detach().flatten()[i])
+                tol = _act_tol(entry, mu, v, truth[k]) if entry is not None else QUAD_VAR_TOL[0] * (1 + truth[k]) + QUAD_VAR_TOL[1] * v
+                assert abs(got - truth[k]) <= tol, f'{name}{params} {type(net).__name__} moment {k}: {got!r} vs quadrature of the module {truth[k]!r}'
+
+@pytest.mark.parametrize('name', PARAM_ACTS)
+@given(data=st.data())
+def test_activation_parameters_reach_the_rule(name, data):
+    "A drawn parameter (LeakyReLU's negative_slope, ...) is read from the module and from the call, and used."
+    check_activation_parameters(name, _draw_params(activations()[name], data))
+
+def _plant(monkeypatch, name, bug):
+    "Replace the activation's rule in the registry by `bug(rule, act)` for this test."
+    entry = _act_entries(name)[0]
+    act = entry.activation
+    monkeypatch.setitem(REGISTRY, entry.name, replace(entry, activation=replace(act, rule=bug(act.bind, act))))
+
+@pytest.mark.parametrize('name', ACTS)
+@pytest.mark.parametrize('bug', ['variance 2 % off', 'std for variance', 'parameter ignored'])
+def test_activation_checks_see_planted_bugs(monkeypatch, name, bug):
+    "The generated checks can fail: a variance 2 % off or the std for the variance in the rule; a parameter ignored (the defaults used)."
+    act = activations()[name]
+    if bug == 'parameter ignored':
+        if not act.draws: pytest.skip('no numeric parameter')
+        _plant(monkeypatch, name, lambda bind, a: lambda mean, var, n=20, **p: bind(None, n)(mean, var))
+        params = {k: lo + 0.5 * (hi - lo) for k, (lo, hi) in act.draws.items()}   # not the default
+        with pytest.raises(AssertionError): check_activation_parameters(name, params)
+        return
+    wrong = {'variance 2 % off': lambda v: 1.02 * v, 'std for variance': lambda v: v.sqrt()}[bug]
+    _plant(monkeypatch, name, lambda bind, a: lambda mean, var, n=20, **p: (lambda r: (r[0], wrong(r[1])))(bind(p, n)(mean, var)))
+    if bug == 'variance 2 % off' and _act_entries(name)[1] is not None and not _act_entries(name)[1].exact:
+        pytest.skip("an approximate variance: its stated bound is wider than 2 %")
+    with pytest.raises(AssertionError): check_activation_rule(name, 0.4, 2.5, {})

@@ -284,10 +284,14 @@ def test_planted_bugs_are_caught(plant, monkeypatch):
             fn = lambda J, s: torch.diag_embed(torch.diagonal(orig(J, s), dim1=1, dim2=2))
         monkeypatch.setattr(U, name, fn)
     else:                                   # the ReLU rule's mean keeps its value but moves with slope relu(m)/m
-        def bad_relu(x):
-            m, _ = P.moments_of(x); out = P.relu_rule(x)
-            return P.Moments(out.mean.detach() + (F.relu(m) / m).detach() * (m - m.detach()), out.var)
-        monkeypatch.setitem(P._ACTIVATION_FUNCTIONS, F.relu, bad_relu)
+        from dataclasses import replace
+        from fastdropout_nb.moments import REGISTRY
+        entry = REGISTRY['relu_moments.mean']
+        rule = entry.activation.bind()
+        def bad_relu(m, v):
+            mean, var = rule(m, v)
+            return mean.detach() + (F.relu(m) / m).detach() * (m - m.detach()), var
+        monkeypatch.setitem(REGISTRY, entry.name, replace(entry, activation=replace(entry.activation, rule=bad_relu)))
         check = 'nonlinear'
     with pytest.raises(AssertionError):
         if check == 'exact': _exact_check(*_two_dropouts())
