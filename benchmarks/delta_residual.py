@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from fastdropout_nb.nn import DeltaVariance, FastDropoutMLP, _real_and_fast, count_errors, delta_moments, mnist_tensors, train_mlp
+from fastdropout_nb.nn import DeltaVariance, FastDropoutMLP, _real_and_fast, count_errors, delta_moments, train_mlp
+from fastdropout_nb.fastdropout_protocols import mnist_tensors
 
 
 @torch.no_grad()

@@ -60,8 +60,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastdropout_nb.nn import (_real_and_fast, DeltaVariance, FastDropoutLinear, FastDropoutMLP, count_errors, fast_dropout_cross_entropy, mnist_tensors,
+from fastdropout_nb.nn import (_real_and_fast, DeltaVariance, FastDropoutLinear, FastDropoutMLP, count_errors, fast_dropout_cross_entropy,
                                objective_gap, train_mlp, variance_ratio_by_layer)
+from fastdropout_nb.fastdropout_protocols import mnist_tensors
 
 FIXABLE = ('hidden4', 'hidden10', 'output6', 'covfix', 'delta', 'sample', 'fullcov', 'noinput', 'gauss')   # ReLU, plain propagation
 VARIANTS = ('hidden4', 'hidden10', 'output6', 'covfix', 'delta', 'meanonly', 'sample', 'fullcov', 'noinput', 'tanh', 'sigmoid', 'gauss')

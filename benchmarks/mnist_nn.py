@@ -1,6 +1,6 @@
 """MNIST 784-1200-1200-10: plain, MC dropout, fast dropout and fast dropout + Var, beside the paper.
 
-Runs `fastdropout_nb.nn.mnist_experiment` for each kind and writes one JSON file with every result
+Runs `fastdropout_nb.fastdropout_protocols.mnist_experiment` for each kind and writes one JSON file with every result
 (test errors of 10 000; for the MC-dropout net also standard, MC-100 and moment-propagation
 inference), the settings, the device and the paper's numbers. Checkpoints let a long run resume.
 
@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from fastdropout_nb.nn import PAPER_MNIST_ERRORS, mnist_experiment, mnist_tensors
+from fastdropout_nb.fastdropout_protocols import PAPER_MNIST_ERRORS, mnist_experiment, mnist_tensors
 
 
 def tag(a, kind):

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from fastdropout_nb.arrays import no_checks
 from fastdropout_nb.moments import softmax_mean
-from fastdropout_nb.nn import count_errors, fast_twin, make_mnist_model, mnist_tensors, train_mlp
+from fastdropout_nb.nn import count_errors, fast_twin, train_mlp
+from fastdropout_nb.fastdropout_protocols import make_mnist_model, mnist_tensors
 
 KINDS = ('plain', 'mc_dropout', 'fast_dropout')
 

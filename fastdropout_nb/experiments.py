@@ -484,11 +484,11 @@ def _digits_tensors(seed=0, n_train=1500):
 def nn_cell(kind, dataset, quick=True, seed=0, device='cpu', data_dir=None, checkpoint=None):
     "Train one net of `kind` on `dataset` ('digits' or 'MNIST') and count its test errors (a JSON-able dict)."
     import torch
-    from fastdropout_nb import nn as N
+    from fastdropout_nb import nn as N, fastdropout_protocols as FP
     t0 = time.time()
     if dataset == 'digits':
         Xtr, ytr, Xte, yte = _digits_tensors(seed)
-        model = N.make_mnist_model(kind, sizes=(64, 256, 256, 10), seed=seed).to(device)
+        model = FP.make_mnist_model(kind, sizes=(64, 256, 256, 10), seed=seed).to(device)
         method = 'moment' if kind.startswith('fast') else 'standard'
         N.train_mlp(model, Xtr.to(device), ytr.to(device), 30, lr=0.05, batch_size=50, seed=seed, progress=None)
         Xte, yte = Xte.to(device), yte.to(device)
@@ -499,11 +499,11 @@ def nn_cell(kind, dataset, quick=True, seed=0, device='cpu', data_dir=None, chec
         res = dict(kind=kind, dataset=dataset, test_errors=errors, n_test=len(yte), epochs=30, n_train=len(ytr))
     else:
         if quick:
-            Xtr, ytr, Xte, yte = N.mnist_tensors(data_dir, 5000, device)
-            res = N.mnist_experiment(kind, epochs=2, seed=seed, device=device, data=(Xtr, ytr, Xte[:2000], yte[:2000]),
+            Xtr, ytr, Xte, yte = FP.mnist_tensors(data_dir, 5000, device)
+            res = FP.mnist_experiment(kind, epochs=2, seed=seed, device=device, data=(Xtr, ytr, Xte[:2000], yte[:2000]),
                                      progress=None)
         else:
-            res = N.mnist_experiment(kind, data_dir=data_dir, seed=seed, device=device, checkpoint=checkpoint)
+            res = FP.mnist_experiment(kind, data_dir=data_dir, seed=seed, device=device, checkpoint=checkpoint)
         res = dict(res, dataset=dataset)
     return dict(res, seconds=time.time() - t0, device=str(device))
 
@@ -514,8 +514,8 @@ def _mnist_present(data_dir):
 
 def nn_table(store, quick=True, data_dir=None, seed=0, device='cpu', out='results', progress=print):
     "Every row of the NN table (digits always; MNIST when present), computed or reused; returns Markdown."
-    from fastdropout_nb import nn as N, moments
-    key = f"{source_fingerprint(N, moments)}-seed{seed}"
+    from fastdropout_nb import nn as N, fastdropout_protocols as FP, moments
+    key = f"{source_fingerprint(N, FP, moments)}-seed{seed}"
     mode = 'quick' if quick else 'full'
     sets = (['digits'] if quick else []) + (['MNIST'] if _mnist_present(data_dir) else [])
     lines = [f'| data | net | trained | {" | ".join(NN_PAPER_ROW[k] for k in NN_KINDS)} |', '|---|---|---|---|---|---|---|']

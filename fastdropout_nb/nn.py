@@ -17,19 +17,17 @@ import torch.nn.functional as F
 from torch import nn
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from .data import load_mnist
 from .arrays import check_var, check_rate, check_finite, checks_enabled, no_checks
 from .progress import progress_bar
 from .moments import (relu_moments, sigmoid_mean, sigmoid_var, tanh_moments, logsigmoid_mean,
                                     squared_error_mean, softmax_mean, unscented_points)
 
 # %% auto #0
-__all__ = ['NN_BOUNDS', 'PAPER_MNIST_ERRORS', 'MNIST_SIZES', 'mask_noise_coefs', 'linear_moments', 'as_pair', 'FastDropoutLinear',
-           'relu_moments_direct', 'MomentReLU', 'MomentSigmoid', 'MomentTanh', 'FastDropoutMLP', 'dropout_mlp',
-           'dropout_twin', 'fast_twin', 'fast_dropout_bce', 'fast_dropout_mse', 'fast_dropout_cross_entropy',
-           'predict_proba', 'count_errors', 'variance_ratio_by_layer', 'relu_slope', 'relu_residual_var',
-           'delta_moments', 'DeltaVariance', 'relu_moments_fast', 'default_loss', 'train_mlp', 'mnist_tensors',
-           'make_mnist_model', 'objective_gap', 'mnist_experiment']
+__all__ = ['NN_BOUNDS', 'mask_noise_coefs', 'linear_moments', 'as_pair', 'FastDropoutLinear', 'relu_moments_direct', 'MomentReLU',
+           'MomentSigmoid', 'MomentTanh', 'FastDropoutMLP', 'dropout_mlp', 'dropout_twin', 'fast_twin',
+           'fast_dropout_bce', 'fast_dropout_mse', 'fast_dropout_cross_entropy', 'predict_proba', 'count_errors',
+           'variance_ratio_by_layer', 'relu_slope', 'relu_residual_var', 'delta_moments', 'DeltaVariance',
+           'relu_moments_fast', 'default_loss', 'train_mlp', 'objective_gap']
 
 # %% ../nbs/04_nn.ipynb #e270b302
 def mask_noise_coefs(p:float,                      # probability of dropping an input (inverted dropout)
@@ -634,35 +632,6 @@ def train_mlp(model:nn.Module,          # a `FastDropoutMLP`, a real dropout net
         if until is not None and until(record): break
     bar.close(); return history
 
-# %% ../nbs/04_nn.ipynb #efbb72a8
-PAPER_MNIST_ERRORS = {'plain': (182, 182), 'mc_dropout': (105, 120), 'fast_dropout': (134, 134), 'fast_dropout_var': (109, 110)}
-MNIST_SIZES = (784, 1200, 1200, 10)
-
-def mnist_tensors(data_dir=None,                # where `load_mnist` finds MNIST
-                  n_train:int|None=None,        # the first `n_train` training images (None: all 60 000)
-                  device='cpu', dtype=torch.float32):
-    "MNIST as tensors `(X_train, y_train, X_test, y_test)`: X in [0, 1], shape (n, 784); y int64; the 10 000 test images."
-    ds = load_mnist(data_dir)
-    X = torch.tensor(ds.X.reshape(len(ds.X), -1), dtype=dtype) / 255; y = torch.tensor(ds.y, dtype=torch.int64)
-    tr, te = (torch.as_tensor(i) for i in ds.split)
-    tr = tr[:n_train] if n_train is not None else tr
-    return tuple(t.to(device) for t in (X[tr], y[tr], X[te], y[te]))
-
-def make_mnist_model(kind:str,                  # 'plain', 'mc_dropout' (a `dropout_mlp`), 'fast_dropout' or 'fast_dropout_var'
-                     sizes=MNIST_SIZES,
-                     p_input:float=0.2, p_hidden:float=0.5,
-                     var_scale:float=1.5,        # the extra variance of 'fast_dropout_var'
-                     seed:int=0,                 # seeds the initial weights
-                     var_scale_rule:str='mean',  # the rule of 'fast_dropout_var' (`mask_noise_coefs`; 'mean' trained the committed runs)
-                    )->nn.Module:
-    "The net for one MNIST row, freshly initialised."
-    if kind not in PAPER_MNIST_ERRORS: raise ValueError(f"kind must be one of {tuple(PAPER_MNIST_ERRORS)}; got {kind!r}")
-    torch.manual_seed(seed)
-    if kind == 'plain': return dropout_mlp(sizes, 0.0, 0.0)
-    if kind == 'mc_dropout': return dropout_mlp(sizes, p_input, p_hidden)
-    extra = kind == 'fast_dropout_var'
-    return FastDropoutMLP(sizes, p_input, p_hidden, var_scale=var_scale if extra else 1.0, var_scale_rule=var_scale_rule if extra else 'noise')
-
 # %% ../nbs/04_nn.ipynb #523538a7
 @torch.no_grad()
 def objective_gap(model, X, y, n_samples=20, seed=0):
@@ -681,53 +650,3 @@ def objective_gap(model, X, y, n_samples=20, seed=0):
     return dict(moment=float(default_loss((mean, var), y)), real_dropout=float(losses.mean()),
                 real_dropout_se=float(losses.std() / n_samples ** 0.5), n=len(X),
                 logit_var_ratio=float((logits.var(0) / var).median()))     # real / propagated logit variance, median
-
-# %% ../nbs/04_nn.ipynb #e57ce621
-def _mnist_report(model, kind, hist, data, settings, mc_samples, validation, device):
-    "The JSON-able record of one trained MNIST net: test errors by each way to predict, beside the paper's; settings; diagnostics."
-    Xtr, ytr, Xte, yte = data
-    method = 'moment' if kind.startswith('fast') else 'standard'
-    errors = {method: count_errors(model, Xte, yte, method=method)}
-    if kind == 'mc_dropout':
-        errors[f'mc{mc_samples}'] = count_errors(model, Xte, yte, method='mc', n_samples=mc_samples)
-        errors['moment'] = count_errors(model, Xte, yte, method='moment')
-    gap = None if kind == 'plain' else objective_gap(model, Xtr[:10_000], ytr[:10_000])
-    layers = None if kind == 'plain' else variance_ratio_by_layer(model, Xtr[:500], n_samples=200)
-    return dict(kind=kind, test_errors=errors, n_test=len(yte), paper=PAPER_MNIST_ERRORS[kind], epochs=len(hist), n_train=len(ytr),
-                evaluated_on='validation (the last 10 000 training images)' if validation else 'test', settings=settings,
-                train_seconds=hist[-1]['wall'] if hist else 0.0, final_loss=hist[-1]['loss'] if hist else None,
-                curve=[[h['epoch'], h['test_errors']] for h in hist if 'test_errors' in h], train_loss_two_ways=gap, variance_by_layer=layers,
-                device=str(device) if device.type == 'cpu' else torch.cuda.get_device_name(device), torch=torch.__version__)
-
-# %% ../nbs/04_nn.ipynb #28767d80
-def mnist_experiment(kind:str,                # 'plain', 'mc_dropout', 'fast_dropout' or 'fast_dropout_var'
-                     data_dir=None,           # where `load_mnist` finds MNIST
-                     epochs:int=300,
-                     n_train:int|None=None,   # train on the first `n_train` training images (None: all 60 000)
-                     lr:float=0.05, lr_decay:float=0.99, batch_size:int=100, momentum:float=0.9,
-                     var_scale:float=1.5,     # the extra variance of 'fast_dropout_var'
-                     seed:int=0,
-                     device=None,             # None: CUDA when available, else the CPU
-                     checkpoint=None,         # as in `train_mlp`: written every epoch, resumed from
-                     progress=None,           # as in `train_mlp`
-                     data=None,               # `(X_train, y_train, X_test, y_test)` tensors instead of loading MNIST
-                     mc_samples:int=100,      # masks averaged by the MC-dropout net's MC prediction
-                     curve:bool=True,         # record the test errors after every epoch (a learning curve, not a stopping rule)
-                     max_norm=None,           # as in `train_mlp`
-                     validation:bool=False,   # train on all but the last 10 000 training images and score those, not the test set
-                     var_scale_rule:str='mean', # the rule of 'fast_dropout_var' (`mask_noise_coefs`): 'mean' trained the committed runs
-                    )->dict:                  # JSON-able: errors beside the paper's, settings, curve, `objective_gap`, `variance_ratio_by_layer`
-    "Train one MNIST 784-1200-1200-10 net of `kind` and report its test errors beside the paper's; the headline is the last epoch's."
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    Xtr, ytr, Xte, yte = data if data is not None else mnist_tensors(data_dir, n_train, device)
-    if validation:
-        if len(Xtr) <= 10_000: raise ValueError(f"validation needs more than 10 000 training images; got {len(Xtr)}")
-        Xtr, ytr, Xte, yte = Xtr[:-10_000], ytr[:-10_000], Xtr[-10_000:], ytr[-10_000:]
-    model = make_mnist_model(kind, var_scale=var_scale, seed=seed, var_scale_rule=var_scale_rule).to(device)
-    method = 'moment' if kind.startswith('fast') else 'standard'
-    evaluate = (lambda m: dict(test_errors=count_errors(m, Xte, yte, method=method))) if curve else None
-    hist = train_mlp(model, Xtr, ytr, epochs, lr=lr, lr_decay=lr_decay, batch_size=batch_size, momentum=momentum,
-                     seed=seed, checkpoint=checkpoint, progress=progress, evaluate=evaluate, max_norm=max_norm)
-    settings = dict(lr=lr, lr_decay=lr_decay, batch_size=batch_size, momentum=momentum, var_scale=var_scale, seed=seed, max_norm=max_norm,
-                    **(dict(var_scale_rule=var_scale_rule) if kind == 'fast_dropout_var' else {}))
-    return _mnist_report(model, kind, hist, (Xtr, ytr, Xte, yte), settings, mc_samples, validation, device)

@@ -34,8 +34,8 @@ from fastdropout_nb.arrays import no_checks
 import fastdropout_nb.nn as nn_module
 from fastdropout_nb.nn import (DeltaVariance, FastDropoutLinear, FastDropoutMLP, MomentReLU, MomentSigmoid, MomentTanh,
                                _FastDropoutLinearFn, _ReLUMomentsFn, default_loss, dropout_mlp, dropout_twin, fast_dropout_bce,
-                               fast_dropout_cross_entropy, fast_dropout_mse, fast_twin, delta_moments, linear_moments, make_mnist_model,
-                               NN_BOUNDS, mask_noise_coefs, mnist_experiment, objective_gap, predict_proba, relu_moments_direct, relu_moments_fast,
+                               fast_dropout_cross_entropy, fast_dropout_mse, fast_twin, delta_moments, linear_moments,
+                               NN_BOUNDS, mask_noise_coefs, objective_gap, predict_proba, relu_moments_direct, relu_moments_fast,
                                relu_slope, train_mlp, variance_ratio_by_layer)
 from fastdropout_nb.moments import max_moments, relu_moments
 from fastdropout_nb.propagation import Moments, max_pool_rule, moment_propagation
@@ -437,18 +437,6 @@ def test_delta_bad_and_extreme_input():
         x.requires_grad_()
         m, v = delta_moments(net, x); fast_dropout_cross_entropy(m, v, torch.tensor([1])).backward()
         assert torch.isfinite(m).all() and torch.isfinite(v).all() and (v >= 0).all() and torch.isfinite(x.grad).all()
-
-def test_mnist_var_kind_keeps_the_rule_of_its_runs():
-    "'fast_dropout_var' trains by the rule of the committed runs ('mean') unless told otherwise, and records it."
-    net = make_mnist_model('fast_dropout_var')
-    assert {l.var_scale_rule for l in lins(net)} == {'mean'} and {l.var_scale for l in lins(net)} == {1.5}
-    assert {l.var_scale_rule for l in lins(make_mnist_model('fast_dropout_var', var_scale_rule='noise'))} == {'noise'}
-    g = torch.Generator().manual_seed(0)
-    data = (torch.rand(60, 784, generator=g), torch.randint(0, 10, (60,), generator=g), torch.rand(20, 784, generator=g),
-            torch.randint(0, 10, (20,), generator=g))
-    r = mnist_experiment('fast_dropout_var', epochs=1, data=data, device='cpu', curve=False, batch_size=30)
-    assert r['settings']['var_scale_rule'] == 'mean' and r['settings']['var_scale'] == 1.5
-
 
 # ---------------------------------------------------------------------------------------- gradients, extremes, bad input
 @settings(max_examples=6)
