@@ -469,8 +469,8 @@ def quadrature_moments(f, # an element-wise function of a tensor
                       ):
     """`(mean, var)` of f(Y), Y ~ N(`mean`, `var`) element-wise for tensors, by `n`-node Gauss–Hermite quadrature; `first`
     replaces the quadrature mean by a closed form. The variance is E[(f − c)²] − (E f − c)², c = f(mean)."""
-    x, w = (torch.as_tensor(a, dtype=mean.dtype, device=mean.device) for a in _hermgauss(int(n)))
-    x = x * np.sqrt(2)
+    x, w = _hermgauss(int(n))
+    x, w = (torch.as_tensor(a, dtype=mean.dtype, device=mean.device) for a in (np.sqrt(2) * x, w))   # scaled in float64
     fy = f(torch.addcmul(mean, x.reshape((-1,) + (1,) * mean.dim()), var.clamp_min(0).sqrt()))   # f at the n nodes
     c = f(mean)
     out_mean = torch.tensordot(w, fy, 1) if first is None else first
