@@ -20,14 +20,14 @@ from torch.nn.parallel import DistributedDataParallel
 from .arrays import check_var, check_rate, check_finite, checks_enabled, no_checks
 from .progress import progress_bar
 from .moments import (relu_moments, sigmoid_mean, sigmoid_var, tanh_moments, logsigmoid_mean,
-                                    squared_error_mean, softmax_mean, unscented_points)
+                                    squared_error_mean, softmax_mean, unscented_points, activations)
 
 # %% auto #0
 __all__ = ['NN_BOUNDS', 'mask_noise_coefs', 'linear_moments', 'as_pair', 'FastDropoutLinear', 'relu_moments_direct', 'MomentReLU',
-           'MomentSigmoid', 'MomentTanh', 'FastDropoutMLP', 'dropout_mlp', 'dropout_twin', 'fast_twin',
-           'fast_dropout_bce', 'fast_dropout_mse', 'fast_dropout_cross_entropy', 'predict_proba', 'count_errors',
-           'variance_ratio_by_layer', 'relu_slope', 'relu_residual_var', 'delta_moments', 'DeltaVariance',
-           'relu_moments_fast', 'default_loss', 'train_mlp', 'objective_gap']
+           'MomentSigmoid', 'MomentActivation', 'MomentTanh', 'FastDropoutMLP', 'dropout_mlp', 'dropout_twin',
+           'fast_twin', 'fast_dropout_bce', 'fast_dropout_mse', 'fast_dropout_cross_entropy', 'predict_proba',
+           'count_errors', 'variance_ratio_by_layer', 'relu_slope', 'relu_residual_var', 'delta_moments',
+           'DeltaVariance', 'relu_moments_fast', 'default_loss', 'train_mlp', 'objective_gap']
 
 # %% ../nbs/04_nn.ipynb #e270b302
 def mask_noise_coefs(p:float,                      # probability of dropping an input (inverted dropout)
@@ -155,6 +155,26 @@ class MomentSigmoid(nn.Module):
         return sigmoid_mean(mean, var), sigmoid_var(mean, var, method=self.method)
     def extra_repr(self): return f"method={self.method!r}"
 
+class MomentActivation(nn.Module):
+    "Any registered activation (`moments.activations()`, chapter 01) of a Gaussian input: `(mean, var)` by its rule at `params`."
+    def __init__(self, name:str, # 'relu', 'sigmoid', 'tanh', 'gelu', 'leaky_relu', ...: a registered activation
+                 **params, # its parameters, as its torch module takes them (LeakyReLU's negative_slope); defaults for the rest
+                ):
+        super().__init__()
+        acts = activations()
+        if name not in acts: raise ValueError(f"name must be a registered activation, one of {tuple(acts)}; got {name!r}")
+        if set(params) - set(acts[name].params):
+            raise ValueError(f"params of {name!r} are {tuple(acts[name].params)}; got {tuple(params)}")
+        self.name, self.params = name, {**acts[name].params, **params}
+        self._bind()
+    def _bind(self): self._rule = activations()[self.name].bind(self.params)    # found once: torch.compile traces the rule only
+    def forward(self, x):
+        mean, var = as_pair(x)
+        return self._rule(mean, _var_or_zeros(mean, var))
+    def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k != '_rule'}      # pickled without the bound rule
+    def __setstate__(self, state): super().__setstate__(state); self._bind()
+    def extra_repr(self): return ', '.join([repr(self.name)] + [f'{k}={v!r}' for k, v in self.params.items()])
+
 class MomentTanh(MomentSigmoid):
     "Tanh of a Gaussian input via tanh(t) = 2 sigmoid(2t) - 1; `method` as in `sigmoid_var`."
     def forward(self, x):
@@ -162,19 +182,16 @@ class MomentTanh(MomentSigmoid):
         return tanh_moments(mean, _var_or_zeros(mean, var), method=self.method)
 
 # %% ../nbs/04_nn.ipynb #3a7e683b
-_ACTIVATIONS = {'relu': MomentReLU, 'sigmoid': MomentSigmoid, 'tanh': MomentTanh}
-_TORCH_ACTIVATIONS = {'relu': nn.ReLU, 'sigmoid': nn.Sigmoid, 'tanh': nn.Tanh}
-
 def _check_sizes(sizes, activation):
     if len(sizes) < 2 or any(int(s) < 1 for s in sizes): raise ValueError(f"sizes must list >= 2 positive layer widths; got {sizes}")
-    if activation not in _ACTIVATIONS: raise ValueError(f"activation must be one of {tuple(_ACTIVATIONS)}; got {activation!r}")
+    if activation not in activations(): raise ValueError(f"activation must be one of {tuple(activations())}; got {activation!r}")
 
 class FastDropoutMLP(nn.Module):
     "MLP `sizes[0]-...-sizes[-1]` for fast dropout; returns the logits' `(mean, var)`."
     def __init__(self, sizes,                  # layer widths, input to output
                  p_input:float=0.2,            # drop rate of the inputs
                  p_hidden:float=0.5,           # drop rate of every hidden layer's outputs
-                 activation:str='relu',        # 'relu', 'sigmoid' or 'tanh'
+                 activation:str='relu',        # a registered activation (`moments.activations()`): 'relu', 'sigmoid', 'tanh', 'gelu', ...
                  var_scale:float=1.0,          # multiplies every layer's fresh mask noise ("+ Var")
                  bias:bool=True, device=None, dtype=None,
                  var_scale_rule:str='noise',   # as in `mask_noise_coefs`
@@ -183,7 +200,7 @@ class FastDropoutMLP(nn.Module):
         _check_sizes(sizes, activation)
         layers = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            if i: layers.append(_ACTIVATIONS[activation]())
+            if i: layers.append(MomentActivation(activation))
             layers.append(FastDropoutLinear(a, b, p_input if i == 0 else p_hidden, bias, var_scale, device, dtype, var_scale_rule))
         self.layers = nn.Sequential(*layers)
         self.sizes, self.activation = tuple(int(s) for s in sizes), activation
@@ -197,18 +214,21 @@ class FastDropoutMLP(nn.Module):
 def dropout_mlp(sizes,                  # layer widths, input to output
                 p_input:float=0.2,      # drop rate of the inputs
                 p_hidden:float=0.5,     # drop rate of every hidden layer's outputs
-                activation:str='relu',  # 'relu', 'sigmoid' or 'tanh'
+                activation:str='relu',  # a registered activation, as in `FastDropoutMLP`
                 bias:bool=True)->nn.Sequential:
     "The ordinary (Monte Carlo) dropout net of the same shape: `nn.Sequential` of Flatten, Dropout, Linear and activations."
     _check_sizes(sizes, activation); check_rate(float(p_input), 'p_input'); check_rate(float(p_hidden), 'p_hidden')
     layers = [nn.Flatten()]
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        if i: layers.append(_TORCH_ACTIVATIONS[activation]())
+        if i: layers.append(activations()[activation].module())
         layers += [nn.Dropout(p_input if i == 0 else p_hidden), nn.Linear(a, b, bias=bias)]
     return nn.Sequential(*layers)
 
 # %% ../nbs/04_nn.ipynb #d71ce3a1
-_ACTIVATION_NAME = {v: k for k, v in _TORCH_ACTIVATIONS.items()}
+def _activation_name(m):
+    "The registered activation that module `m` is, at its default parameters (else None: a FastDropoutMLP has no other)."
+    act = next((a for a in activations().values() if type(m) is a.module), None)
+    return act.name if act is not None and act.of_module(m) == act.params else None
 
 def dropout_twin(model:FastDropoutMLP)->nn.Sequential:
     "The real dropout net (`dropout_mlp`) that shares a `FastDropoutMLP`'s parameters."
@@ -222,16 +242,17 @@ def fast_twin(model:nn.Sequential, var_scale:float=1.0, var_scale_rule:str='nois
     "The `FastDropoutMLP` that shares the parameters of a net shaped like `dropout_mlp`'s: [Flatten,] Dropout, Linear, (activation, Dropout, Linear)*."
     layers = [m for m in model if not isinstance(m, nn.Flatten)] if isinstance(model, nn.Sequential) else []
     drops, lins, acts = layers[0::3], layers[1::3], layers[2::3]
-    kinds = {type(a) for a in acts}
+    kinds = {_activation_name(a) for a in acts}
     if (len(layers) % 3 != 2 or not all(type(d) is nn.Dropout for d in drops) or not all(type(l) is nn.Linear for l in lins)
-            or len(kinds) > 1 or not kinds <= set(_ACTIVATION_NAME) or len({d.p for d in drops[1:]}) > 1
+            or len(kinds) > 1 or None in kinds or len({d.p for d in drops[1:]}) > 1
             or len({l.bias is None for l in lins}) > 1):
         raise ValueError("model must have dropout_mlp's shape: nn.Sequential of [Flatten,] Dropout, Linear, then (activation, "
-                         "Dropout, Linear) repeated, one activation (ReLU, Sigmoid or Tanh), one hidden drop rate; for any other "
+                         f"Dropout, Linear) repeated, one registered activation ({', '.join(a.module.__name__ for a in activations().values())}) at "
+                         "its default parameters, one hidden drop rate; for any other "
                          f"net use moment propagation of any model (`moment_propagation`); got {type(model).__name__} {[type(m).__name__ for m in layers]}")
     w = lins[0].weight
     fast = FastDropoutMLP([lins[0].in_features] + [l.out_features for l in lins], drops[0].p, drops[1].p if len(drops) > 1 else 0.0,
-                          _ACTIVATION_NAME[kinds.pop()] if kinds else 'relu', var_scale, lins[0].bias is not None, w.device, w.dtype,
+                          kinds.pop() if kinds else 'relu', var_scale, lins[0].bias is not None, w.device, w.dtype,
                           var_scale_rule)
     for f, l in zip([m for m in fast.layers if isinstance(m, FastDropoutLinear)], lins):
         f.weight = l.weight

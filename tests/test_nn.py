@@ -192,7 +192,8 @@ def test_twins_share_parameters():
         assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-15) for a, b in zip(moment_propagation(real)(x), ref(x)))   # chapter 04b's
         assert lins(fast)[1].weight is real[5].weight and dropout_twin(fast)[5].weight is real[5].weight
         assert torch.allclose(predict_proba(real, x, method='moment'), predict_proba(fast, x, method='moment'))
-    for bad in (nn.Sequential(nn.Dropout(0.5), nn.Linear(3, 2), nn.GELU(), nn.Dropout(0.5), nn.Linear(2, 2)),
+    for bad in (nn.Sequential(nn.Dropout(0.5), nn.Linear(3, 2), nn.SiLU(), nn.Dropout(0.5), nn.Linear(2, 2)),   # no registered moments
+                nn.Sequential(nn.Dropout(0.5), nn.Linear(3, 2), nn.LeakyReLU(0.2), nn.Dropout(0.5), nn.Linear(2, 2)),   # not the default slope
                 nn.Sequential(nn.Dropout(0.1), nn.Linear(3, 3), nn.ReLU(), nn.Dropout(0.2), nn.Linear(3, 3), nn.ReLU(), nn.Dropout(0.5), nn.Linear(3, 2)),
                 nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Dropout(0.5), nn.Linear(2, 2)), nn.Linear(2, 2)):
         with pytest.raises(ValueError, match="dropout_mlp's shape"): fast_twin(bad)

@@ -703,3 +703,17 @@ def test_activation_checks_see_planted_bugs(monkeypatch, name, bug):
     if bug == 'variance 2 % off' and _act_entries(name)[1] is not None and not _act_entries(name)[1].exact:
         pytest.skip("an approximate variance: its stated bound is wider than 2 %")
     with pytest.raises(AssertionError): check_activation_rule(name, 0.4, 2.5, {})
+
+@pytest.mark.parametrize('name', ACTS)
+def test_fast_dropout_mlp_takes_every_registered_activation(name):
+    "FastDropoutMLP(activation=name) (chapter 04) = moment propagation of its real twin, built with the activation's module; fast_twin maps back."
+    from fastdropout_nb.nn import FastDropoutMLP, dropout_twin, fast_twin
+    torch.manual_seed(0)
+    fast = FastDropoutMLP((5, 7, 6, 3), 0.2, 0.4, name, dtype=D)
+    real = dropout_twin(fast)
+    assert sum(type(m) is activations()[name].module for m in real) == 2
+    x = torch.randn(4, 5, dtype=D)
+    for a, b in zip(fast(x), moment_propagation(real)(x)): assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
+    back = fast_twin(real)
+    assert back.activation == name
+    for a, b in zip(back(x), fast(x)): assert torch.equal(a, b)
