@@ -1,4 +1,4 @@
-"""Mean and variance of sigmoid, log-sigmoid, tanh, ReLU, LeakyReLU, GELU, softplus, softmax, the
+"""Mean and variance of sigmoid, log-sigmoid, tanh, ReLU, LeakyReLU, GELU, ELU, softplus, softmax, the
 exponential and the maximum of two Gaussians, for Gaussian inputs, exact where
 possible and approximated in closed form otherwise, each with its error measured against quadrature.
 
@@ -25,9 +25,9 @@ _all_ = ['dropout_moments']
 # %% auto #0
 __all__ = ['EXACT', 'REGISTRY', 'SIGMOID_SQ_A', 'SIGMOID_SQ_B', 'sigmoid_mean', 'Bound', 'Domain', 'Identity', 'Entry',
            'register', 'Activation', 'activations', 'logsigmoid_mean', 'sigmoid_var', 'tanh_moments', 'relu_moments',
-           'max_moments', 'gelu_mean', 'leaky_relu_moments', 'softplus_mean', 'exp_mean', 'squared_error_mean',
-           'gauss_hermite_expect', 'quadrature_moments', 'unscented_points', 'softmax_mean', 'registry_markdown',
-           'activations_markdown', 'dropout_moments']
+           'max_moments', 'gelu_mean', 'leaky_relu_moments', 'softplus_mean', 'exp_mean', 'elu_moments',
+           'squared_error_mean', 'gauss_hermite_expect', 'quadrature_moments', 'unscented_points', 'softmax_mean',
+           'registry_markdown', 'activations_markdown', 'dropout_moments']
 
 # %% ../nbs/01_closed_forms.ipynb #5032e908
 _PI_8 = np.pi / 8
@@ -432,6 +432,44 @@ def exp_mean(mu, var):
 register(Entry('exp_mean', exp_mean, np.exp, EXACT, '01_closed_forms', measured='quadrature',
                domain=Domain(std=(0.1, 1.0), edges=False),   # the true value overflows at the edges; MC needs a moderate std
                mutants={'1/2 dropped': lambda mu, var: np.exp(np.asarray(mu) + np.asarray(var))}))
+
+# %% ../nbs/01_closed_forms.ipynb #1b8af5af
+def _elu_moments(o, mu, var, alpha, half=0.5, two=2.0, cov=2.0):
+    "ELU's moments in backend `o`; `half`, `two`, `cov` are 1/2 in E_1, the 2 in E_2's e^{2mu+2v}, the covariance's 2 (mutants change them)."
+    m_pos, v_pos = relu_moments(mu, var)
+    pos = var > 0
+    v = o.where(pos, var, 1.0); s = o.sqrt(v)                       # var = 0 is replaced below: keep this branch finite
+    p, q = o.ndtr(-mu / s), o.ndtr(mu / s)                          # P(Y < 0), P(Y > 0)
+    e1 = o.exp(mu + half * v + o.log_ndtr(-(mu + v) / s))           # E[e^Y 1{Y < 0}], in log space
+    e2 = o.exp(2 * mu + two * v + o.log_ndtr(-(mu + 2 * v) / s))    # E[e^2Y 1{Y < 0}]
+    mean_h = o.where(pos, e1 - p, o.expm1(o.where(mu < 0, mu, 0.0)))      # E h, h = (e^Y - 1) 1{Y < 0}
+    var_h = e2 - e1 * e1 - 2 * e1 * q + p * q                        # Var h
+    var_h = o.where(pos & (var_h > 0), var_h, 0.0)
+    return m_pos + alpha * mean_h, v_pos + alpha * alpha * var_h - cov * alpha * m_pos * mean_h
+
+def elu_moments(mu, var,
+                alpha=1.0):  # the scale of the negative part, as in torch.nn.ELU
+    "Exact `(mean, var)` of ELU(Y), Y ~ N(`mu`, `var`): ReLU's moments plus alpha times those of (e^Y - 1) 1{Y < 0}."
+    _check(mu, var, alpha=alpha)
+    o, (mu, var, alpha) = as_float(mu, var, alpha)
+    return _elu_moments(o, mu, var, alpha)
+
+_ELU_ALPHA = 0.7   # the alpha of the registered instances
+_elu = lambda y: np.where(y > 0, y, _ELU_ALPHA * np.expm1(np.minimum(y, 0.0)))
+def _elu_mutant(k, **knobs):
+    "Output `k` of ELU's moments with one constant changed (a planted mistake)."
+    def f(mu, var):
+        o, (mu, var) = as_float(mu, var)
+        return _elu_moments(o, mu, var, _ELU_ALPHA, **knobs)[k]
+    return f
+
+register(
+    Entry('elu_moments.mean', lambda mu, var: elu_moments(mu, var, _ELU_ALPHA)[0], _elu, EXACT, '01_closed_forms', kinks=(0.0,),
+          measured='quadrature', mutants={'1/2 dropped': _elu_mutant(0, half=1.0)},
+          activation=Activation('elu', nn.ELU, F.elu, elu_moments, params={'alpha': 1.0}, draws={'alpha': (0.1, 3.0)})),
+    Entry('elu_moments.var', lambda mu, var: elu_moments(mu, var, _ELU_ALPHA)[1], _elu, EXACT, '01_closed_forms', moment='var',
+          kinks=(0.0,), measured='quadrature',
+          mutants={'covariance dropped': _elu_mutant(1, cov=0.0), 'e^(2μ+2v) as e^(2μ+v)': _elu_mutant(1, two=1.0)}))
 
 # %% ../nbs/01_closed_forms.ipynb #1929e9bd
 def squared_error_mean(mu, var, target):
