@@ -158,7 +158,9 @@ def max_moments_fast(m1, v1, m2, v2):
     mb, vb = torch.where(first, m1, m2), torch.where(first, v1, v2)
     d, t = torch.where(first, m2 - m1, m1 - m2), v1 + v2
     rmean, rvar = relu_moments_fast(d, t)
-    below = torch.special.ndtr(d / t.clamp_min(torch.finfo(d.dtype).tiny).sqrt())
+    pos = t > 0                                               # t = 0: Φ(d/√t) is 0 (d < 0) or 1/2, with no 0/0 in any derivative
+    r = torch.where(pos, d / torch.where(pos, t, torch.ones_like(t)).sqrt(), torch.where(d < 0, -torch.inf, 0.0))
+    below = torch.special.ndtr(r)
     return mb + rmean, vb * (1 - 2 * below) + rvar
 
 def max_pool_rule(x, dims, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):

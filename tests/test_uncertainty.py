@@ -296,3 +296,15 @@ def test_planted_bugs_are_caught(plant, monkeypatch):
     with pytest.raises(AssertionError):
         if check == 'exact': _exact_check(*_two_dropouts())
         else: _nonlinear_check()
+
+def test_covariance_is_finite_on_every_zoo_net():
+    "Channel dropout on a noise-free input leaves max pooling a zero inner variance: its linearisation must stay finite."
+    from fastdropout_nb.propagation import max_pool_rule
+    from fastdropout_nb.uncertainty import linearised_var
+    m = torch.tensor([[[[-1.1785, 0.5240], [-4.2366, -0.8370]]]])
+    lin = linearised_var(lambda t: max_pool_rule(t, 2, 2), (P.Moments(m, torch.zeros_like(m)),), {})
+    assert torch.equal(lin, torch.zeros_like(lin))
+    torch.manual_seed(0)
+    for name, make in P.zoo_models().items():
+        mean, cov = covariance_propagation(make().eval())(torch.rand(5, 64))
+        assert bool(torch.isfinite(mean).all() and torch.isfinite(cov).all()), name
