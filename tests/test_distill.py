@@ -268,7 +268,7 @@ def test_rewrite_makes_every_functional_dropout_a_module_sharing_parameters():
 
 
 def test_mc_predict_on_functional_dropout_equals_a_hand_written_average():
-    "Must show 5: mc_predict of an F.dropout net with batch norm = the hand-written MC average with the same seed."
+    "mc_predict of an F.dropout net with batch norm = the hand-written MC average with the same seed."
     torch.manual_seed(0)
     net = _FunctionalBN().train()
     x = torch.randn(7, 4)
@@ -354,7 +354,7 @@ def test_models_whose_dropout_cannot_be_switched_are_refused():
 
 
 def test_distill_keeps_batchnorm_statistics_and_functional_dropout_off_in_the_student():
-    "Must show 5: distill never touches the teacher's batch-norm statistics; the student's F.dropout stays off."
+    "distill never touches the teacher's batch-norm statistics; the student's F.dropout stays off."
     torch.manual_seed(1)
     teacher, x = _FunctionalBN(), torch.randn(96, 4)
     bn0 = _bn_state(teacher)
@@ -372,7 +372,7 @@ def test_distill_keeps_batchnorm_statistics_and_functional_dropout_off_in_the_st
 
 
 def test_distill_moments_target_on_a_custom_teacher_with_batchnorm():
-    "Must show 5: target='moments' on a custom-module teacher (functional dropout, batch norm) is moment_propagation."
+    "target='moments' on a custom-module teacher (functional dropout, batch norm) is moment_propagation."
     try: from fastdropout_nb.propagation import moment_propagation
     except ImportError: pytest.skip('fastdropout_nb.propagation is not available')
     torch.manual_seed(2)

@@ -162,7 +162,7 @@ def _exact(net, x):
 
 @given(random_graphs())
 def test_random_graphs_exact_against_every_mask(spec):
-    "Must show 1: dropouts, BatchNorm, pooling, sums, reshapes, shared gates, self-joins, residuals, +, - and cat: exact to 1e-10."
+    "Dropouts, BatchNorm, pooling, sums, reshapes, shared gates, self-joins, residuals, +, - and cat: exact to 1e-10."
     ok, detail = _exact(*_build(spec))
     assert ok, detail
 
@@ -408,7 +408,7 @@ def digits():
 
 @pytest.mark.parametrize('name', list(zoo_models()))
 def test_zoo_propagation_beats_the_standard_pass(name, digits):
-    """Must show 3: each zoo net trained briefly; on 64 test digits, 2000 masks: RMS distance of the mean logits to MC
+    """Each zoo net trained briefly; on 64 test digits, 2000 masks: RMS distance of the mean logits to MC
     below half the standard pass's, and KL(MC ‖ propagated softmax) below 0.7 × KL(MC ‖ standard softmax)."""
     from fastdropout_nb.distill import train_classifier
     torch.manual_seed(0); net = zoo_models()[name]()
