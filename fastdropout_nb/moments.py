@@ -23,8 +23,8 @@ from .gaussian import dropout_moments   # re-exported: the whole public API live
 _all_ = ['dropout_moments']
 
 # %% auto #0
-__all__ = ['EXACT', 'REGISTRY', 'SIGMOID_SQ_A', 'SIGMOID_SQ_B', 'sigmoid_mean', 'Bound', 'Domain', 'Identity', 'Entry',
-           'register', 'Activation', 'activations', 'logsigmoid_mean', 'sigmoid_var', 'tanh_moments', 'relu_moments',
+__all__ = ['EXACT', 'REGISTRY', 'SIGMOID_SQ_A', 'SIGMOID_SQ_B', 'sigmoid_mean', 'Bound', 'Domain', 'Identity', 'Activation',
+           'activations', 'Entry', 'register', 'logsigmoid_mean', 'sigmoid_var', 'tanh_moments', 'relu_moments',
            'max_moments', 'gelu_mean', 'leaky_relu_moments', 'softplus_mean', 'exp_mean', 'elu_moments',
            'squared_error_mean', 'gauss_hermite_expect', 'quadrature_moments', 'unscented_points', 'softmax_mean',
            'registry_markdown', 'activations_markdown', 'dropout_moments']
@@ -106,35 +106,6 @@ class Identity:
     text: str
     k: int = None      # holds only for a Gaussian vector of this length
 
-# %% ../nbs/01_closed_forms.ipynb #f2fb7399
-@dataclass(frozen=True)
-class Entry:
-    "One registered Gaussian expectation: `fn(mu, var)` approximates E[`integrand`(Y)] (or Var, `moment='var'`)."
-    name: str
-    fn: Callable               # (mu, var) -> value; NumPy or torch, like every function here
-    integrand: Callable        # f in E[f(Y)]: NumPy, elementwise (a vector entry: over the last axis)
-    bound: Bound
-    chapter: str
-    measured: str = ''         # where and how the bound was measured
-    moment: str = 'mean'       # 'mean': E[f(Y)];  'var': Var[f(Y)]
-    identity: Identity = None  # the exact identity an approximation rests on
-    kinks: tuple = ()          # points where f is not smooth (quadrature breakpoints)
-    domain: Domain = Domain()
-    quad: Callable|tuple = None  # a ground truth replacing the generic quadrature: (mu, var) -> value, or the
-                                 # name of one in `testing` and which of its outputs, e.g. ('relu_truth', 1)
-    activation: Activation = None   # an element-wise function nets use (its mean entry carries it)
-    mutants: dict = field(default_factory=dict, compare=False)   # typical mistakes, for the planted-bug report
-    @property
-    def exact(self): return self.bound.exact
-
-REGISTRY = {}
-
-def register(*entries):
-    "Add `entries` to `REGISTRY` under their names (registering a name again, e.g. re-running a cell, replaces it)."
-    for e in entries:
-        if not isinstance(e, Entry): raise ValueError(f"entries must be Entry objects; got {type(e).__name__}")
-        REGISTRY[e.name] = e
-
 # %% ../nbs/01_closed_forms.ipynb #d93f746a
 def _resolve(ref):
     "A function given directly, or named as `(module, name)` of this package: found when first used, so this module imports no later chapter."
@@ -176,6 +147,35 @@ def activations():
         if e.activation is not None: out.setdefault(e.activation.name, e.activation)
     return out
 
+
+# %% ../nbs/01_closed_forms.ipynb #f2fb7399
+@dataclass(frozen=True)
+class Entry:
+    "One registered Gaussian expectation: `fn(mu, var)` approximates E[`integrand`(Y)] (or Var, `moment='var'`)."
+    name: str
+    fn: Callable               # (mu, var) -> value; NumPy or torch, like every function here
+    integrand: Callable        # f in E[f(Y)]: NumPy, elementwise (a vector entry: over the last axis)
+    bound: Bound
+    chapter: str
+    measured: str = ''         # where and how the bound was measured
+    moment: str = 'mean'       # 'mean': E[f(Y)];  'var': Var[f(Y)]
+    identity: Identity = None  # the exact identity an approximation rests on
+    kinks: tuple = ()          # points where f is not smooth (quadrature breakpoints)
+    domain: Domain = Domain()
+    quad: Callable|tuple = None  # a ground truth replacing the generic quadrature: (mu, var) -> value, or the
+                                 # name of one in `testing` and which of its outputs, e.g. ('relu_truth', 1)
+    activation: Activation = None   # an element-wise function nets use (its mean entry carries it)
+    mutants: dict = field(default_factory=dict, compare=False)   # typical mistakes, for the planted-bug report
+    @property
+    def exact(self): return self.bound.exact
+
+REGISTRY = {}
+
+def register(*entries):
+    "Add `entries` to `REGISTRY` under their names (registering a name again, e.g. re-running a cell, replaces it)."
+    for e in entries:
+        if not isinstance(e, Entry): raise ValueError(f"entries must be Entry objects; got {type(e).__name__}")
+        REGISTRY[e.name] = e
 
 # %% ../nbs/01_closed_forms.ipynb #2850cb3f
 register(Entry(
