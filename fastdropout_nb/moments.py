@@ -27,7 +27,7 @@ __all__ = ['EXACT', 'REGISTRY', 'SIGMOID_SQ_A', 'SIGMOID_SQ_B', 'sigmoid_mean', 
            'activations', 'Entry', 'register', 'logsigmoid_mean', 'sigmoid_var', 'tanh_moments', 'relu_moments',
            'max_moments', 'gelu_mean', 'leaky_relu_moments', 'softplus_mean', 'exp_mean', 'elu_moments',
            'squared_error_mean', 'gauss_hermite_expect', 'quadrature_moments', 'unscented_points', 'softmax_mean',
-           'registry_markdown', 'activations_markdown', 'dropout_moments']
+           'registry_markdown', 'activations_markdown', 'relu_moments_fast', 'dropout_moments']
 
 # %% ../nbs/01_closed_forms.ipynb #5032e908
 _PI_8 = np.pi / 8
@@ -108,7 +108,7 @@ class Identity:
 
 # %% ../nbs/01_closed_forms.ipynb #d93f746a
 def _resolve(ref):
-    "A function given directly, or named as `(module, name)` of this package: found when first used, so this module imports no later chapter."
+    "A function given directly, or named as `(module, name)` of this package (a function further down this module): found when first used."
     return getattr(importlib.import_module(f'fastdropout_nb.{ref[0]}'), ref[1]) if isinstance(ref, tuple) else ref
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class Activation:
     f: Callable                # the torch function f(x, *params), also matched in a traced net
     moments: Callable          # this chapter's (mu, var, **params) -> (mean, var); var None where it has no closed form
     rule: Callable|tuple = None  # (mean, var, **params) -> (mean, var) of tensors, fast and autograd-safe: `moments` when None,
-                                 # or the name of a direct form in a later chapter, e.g. ('nn', 'relu_moments_fast')
+                                 # or the name of a function defined further down this module, e.g. ('moments', 'relu_moments_fast')
     calls: tuple = ()          # more functions and method names it matches (torch.relu, 'relu')
     params: dict = field(default_factory=dict)   # name -> default, in the order f takes them after x
     draws: dict = field(default_factory=dict)    # name -> (lo, hi): where the tests draw a numeric parameter
@@ -307,7 +307,7 @@ def _relu_mean_no_std(mu, var):
     return relu_moments(mu, var)[0] + (1 - np.sqrt(var)) * np.exp(-r * r / 2) / np.sqrt(2 * np.pi)
 
 _relu = lambda y: np.maximum(y, 0.0)
-_RELU_FAST = ('nn', 'relu_moments_fast')   # the direct formulas, with their closed-form backward (chapter 04)
+_RELU_FAST = ('moments', 'relu_moments_fast')   # the direct formulas with their closed-form backward (this chapter's appendix)
 register(
     Entry('relu_moments.mean', lambda mu, var: relu_moments(mu, var)[0], _relu, EXACT, '01_closed_forms', kinks=(0.0,),
           quad=('relu_truth', 0), measured='against centred quadrature, |r| ≤ 38 (plot in its section)',
@@ -613,4 +613,41 @@ def activations_markdown():
         rule = f"`{'.'.join(a.rule) if isinstance(a.rule, tuple) else a.rule.__name__}`" if a.rule else "the entry's function"
         rows.append(f"| `{a.name}` | {forms} | {params or '—'} | {rule} | {'yes' if a.homogeneous else 'no'} |")
     return '\n'.join(rows)
+
+
+# %% ../nbs/01_closed_forms.ipynb #7ee9e16e
+_SQRT_2PI_INV = 1 / np.sqrt(2 * np.pi)
+
+def _relu_moments_parts(mean, var, for_backward=False):
+    "The direct ReLU moments (chapter 04's `relu_moments_direct`) in fewer operations; `for_backward` adds Φ(r), φ(r)/s (0 at s = 0) and where the variance is unclamped, s > 0."
+    std = torch.sqrt(var)
+    r = torch.div(mean, std).nan_to_num_(nan=0.0, posinf=40.0, neginf=-40.0)     # s = 0: r = ±40 (0 at mean 0); Φ, φ saturate
+    cdf, pdf = torch.special.ndtr(r), r.square_().mul_(-0.5).exp_().mul_(_SQRT_2PI_INV)
+    out_mean = torch.addcmul(std * pdf, mean, cdf)                               # M = m Φ + s φ
+    out_var = torch.mul(var, cdf).addcmul_(out_mean, mean - out_mean)            # v Φ + M (m - M)
+    if not for_backward: return out_mean, out_var.clamp_min_(0.0)
+    keep = (out_var >= 0) & (var > 0)
+    return out_mean, out_var.clamp_min_(0.0), cdf, pdf.div_(std).nan_to_num_(nan=0.0, posinf=0.0), keep
+
+class _ReLUMomentsFn(torch.autograd.Function):
+    "The direct ReLU moments with the closed-form backward derived above."
+    @staticmethod
+    def forward(ctx, mean, var):
+        out_mean, out_var, cdf, pdf_over_std, keep = _relu_moments_parts(mean, var, True)
+        ctx.save_for_backward(out_mean, cdf, pdf_over_std, keep)
+        return out_mean, out_var
+
+    @staticmethod
+    def backward(ctx, g_mean, g_var):
+        out_mean, cdf, t, keep = ctx.saved_tensors
+        gv = torch.where(keep, g_var, 0.0)                                  # var clamped or s = 0: no var gradient
+        gv_m = gv * out_mean
+        grad_mean = torch.addcmul(g_mean * cdf, gv_m, 1.0 - cdf, value=2.0)   # gM Φ + 2 gV M (1 - Φ)
+        grad_var = torch.addcmul(gv * cdf, t, g_mean * 0.5 - gv_m)            # gV Φ + (φ/s)(gM/2 - gV M)
+        return grad_mean, grad_var
+
+def relu_moments_fast(mean, var):
+    "`relu_moments`' numbers by the direct formulas (no tail series, no input checks), with the closed-form backward (`_ReLUMomentsFn`) when a gradient is needed."
+    if torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad): return _ReLUMomentsFn.apply(mean, var)
+    return _relu_moments_parts(mean, var)
 

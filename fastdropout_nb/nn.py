@@ -20,14 +20,15 @@ from torch.nn.parallel import DistributedDataParallel
 from .arrays import check_var, check_rate, check_finite, checks_enabled, no_checks
 from .progress import progress_bar
 from .moments import (relu_moments, sigmoid_mean, sigmoid_var, tanh_moments, logsigmoid_mean,
-                                    squared_error_mean, softmax_mean, unscented_points, activations)
+                                    squared_error_mean, softmax_mean, unscented_points, activations,
+                                    relu_moments_fast, _relu_moments_parts, _ReLUMomentsFn)   # the ReLU fast path: chapter 01's appendix
 
 # %% auto #0
 __all__ = ['NN_BOUNDS', 'mask_noise_coefs', 'linear_moments', 'as_pair', 'FastDropoutLinear', 'relu_moments_direct', 'MomentReLU',
            'MomentSigmoid', 'MomentActivation', 'MomentTanh', 'FastDropoutMLP', 'dropout_mlp', 'dropout_twin',
            'fast_twin', 'fast_dropout_bce', 'fast_dropout_mse', 'fast_dropout_cross_entropy', 'predict_proba',
            'count_errors', 'variance_ratio_by_layer', 'relu_slope', 'relu_residual_var', 'delta_moments',
-           'DeltaVariance', 'relu_moments_fast', 'default_loss', 'train_mlp', 'objective_gap']
+           'DeltaVariance', 'default_loss', 'train_mlp', 'objective_gap']
 
 # %% ../nbs/04_nn.ipynb #e270b302
 def mask_noise_coefs(p:float,                      # probability of dropping an input (inverted dropout)
@@ -514,39 +515,6 @@ def _fast_linear_forward(self, x):
 FastDropoutLinear.forward = _fast_linear_forward     # the same interface and numbers; the fast paths from here on
 
 # %% ../nbs/04_nn.ipynb #6b98dea5
-def _relu_moments_parts(mean, var, for_backward=False):
-    "`relu_moments_direct`'s numbers in fewer operations; `for_backward` adds Φ(r), φ(r)/s (0 at s = 0) and where the variance is unclamped, s > 0."
-    std = torch.sqrt(var)
-    r = torch.div(mean, std).nan_to_num_(nan=0.0, posinf=40.0, neginf=-40.0)     # s = 0: r = ±40 (0 at mean 0); Φ, φ saturate
-    cdf, pdf = torch.special.ndtr(r), r.square_().mul_(-0.5).exp_().mul_(_SQRT_2PI_INV)
-    out_mean = torch.addcmul(std * pdf, mean, cdf)                               # M = m Φ + s φ
-    out_var = torch.mul(var, cdf).addcmul_(out_mean, mean - out_mean)            # v Φ + M (m - M)
-    if not for_backward: return out_mean, out_var.clamp_min_(0.0)
-    keep = (out_var >= 0) & (var > 0)
-    return out_mean, out_var.clamp_min_(0.0), cdf, pdf.div_(std).nan_to_num_(nan=0.0, posinf=0.0), keep
-
-class _ReLUMomentsFn(torch.autograd.Function):
-    "`relu_moments_direct` with the closed-form backward derived above."
-    @staticmethod
-    def forward(ctx, mean, var):
-        out_mean, out_var, cdf, pdf_over_std, keep = _relu_moments_parts(mean, var, True)
-        ctx.save_for_backward(out_mean, cdf, pdf_over_std, keep)
-        return out_mean, out_var
-
-    @staticmethod
-    def backward(ctx, g_mean, g_var):
-        out_mean, cdf, t, keep = ctx.saved_tensors
-        gv = torch.where(keep, g_var, 0.0)                                  # var clamped or s = 0: no var gradient
-        gv_m = gv * out_mean
-        grad_mean = torch.addcmul(g_mean * cdf, gv_m, 1.0 - cdf, value=2.0)   # gM Φ + 2 gV M (1 - Φ)
-        grad_var = torch.addcmul(gv * cdf, t, g_mean * 0.5 - gv_m)            # gV Φ + (φ/s)(gM/2 - gV M)
-        return grad_mean, grad_var
-
-def relu_moments_fast(mean, var):
-    "`relu_moments_direct` on the fast path: the closed-form backward (`_ReLUMomentsFn`) when a gradient is needed."
-    if torch.is_grad_enabled() and (mean.requires_grad or var.requires_grad): return _ReLUMomentsFn.apply(mean, var)
-    return _relu_moments_parts(mean, var)
-
 def _fast_relu_forward(self, x):
     "`MomentReLU.forward` with `relu_moments_fast` for `method='fast'`."
     mean, var = as_pair(x); var = _var_or_zeros(mean, var)

@@ -14,8 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn, fx
-from .moments import sigmoid_mean, softmax_mean, activations, quadrature_moments
-from .nn import relu_moments_fast
+from .moments import sigmoid_mean, softmax_mean, activations, quadrature_moments, relu_moments_fast
 
 # %% auto #0
 __all__ = ['relu_rule', 'SUPPORTED', 'OUTPUTS', 'Moments', 'moments_of', 'dropout_rule', 'linear_rule', 'conv_rule',

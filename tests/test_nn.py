@@ -143,7 +143,7 @@ def test_fast_linear_equals_formula(seed, p, var_scale, with_var, with_bias, rul
 
 @given(st.lists(mean_var_pairs(), min_size=1, max_size=20), st.integers(0, 2**31 - 1))
 def test_fast_relu_equals_formula(pairs, seed):
-    """Appendix A's ReLU path (`relu_moments_fast`, `_ReLUMomentsFn`) against autograd through the plain formulas
+    """The ReLU fast path (chapter 01's appendix) (`relu_moments_fast`, `_ReLUMomentsFn`) against autograd through the plain formulas
     (`relu_moments_direct`): values within 1e-14 of the cancelling terms' scale, gradients to rtol 1e-10, also at s = 0."""
     mu, var = (torch.tensor(c, dtype=torch.float64) for c in zip(*pairs))
     scale = torch.maximum(torch.ones_like(mu), torch.maximum(mu * mu, var))
