@@ -60,13 +60,18 @@ def test_monte_carlo(name, data):
     assert_mc_close(samples, got, floor=floor, what=f'{name}{mu, var}')
 
 
+def _up_to_three(entry):
+    "The entry with its Gaussian vectors at most 3 long: quadrature truths exist up to three dimensions (longer ones: MC)."
+    d = entry.domain.dims
+    return entry if d is None or d[1] <= 3 else replace(entry, domain=replace(entry.domain, dims=(d[0], 3)))
+
 @pytest.mark.parametrize('name', NAMES)
 @given(data=st.data())
 def test_quadrature(name, data):
     entry = REGISTRY[name]
-    mu, var = data.draw(entry_strategy(entry))
+    mu, var = data.draw(entry_strategy(_up_to_three(entry)))
     truth = entry_quad(entry, mu, var)
-    assume(truth is not None)                       # a Gaussian vector longer than 3 has no quadrature here
+    assume(truth is not None)
     truth, got = np.asarray(truth, float), _value(entry, mu, var)
     err, tol = np.abs(got - truth), _tolerance(entry, mu, var, truth)
     assert np.all(err <= tol), f'{name}{mu, var}: {got} vs quadrature {truth}, error {np.max(err):.3g} > {np.max(tol):.3g}'
