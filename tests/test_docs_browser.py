@@ -10,7 +10,7 @@ them into a temporary folder and opens each page in headless Chromium, after Mat
 * a screenshot (1200 x 2000) of each page is saved next to the build, to look at; three pages (the
   index with the README's figures, the chapter `00_gaussian` with its equations, the experiment page
   `10_lr_table` with its figures) are also shot whole into `_docs/screenshots/` (or
-  `$FASTDROPOUT_NB_SCREENSHOTS`), and must show their figures and equations.
+  `$FASTDROPOUT_NB_SCREENSHOTS`), and are checked for their figures and equations.
 
 By default it builds and checks only those three pages (`tests/test_docs_build.py` processes every
 notebook without a browser); `FASTDROPOUT_NB_BROWSER_PAGES=all` opens every page (about three times the
@@ -30,7 +30,7 @@ FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-
          '--disable-background-networking', '--disable-component-update', '--disable-sync',
          '--virtual-time-budget=10000', '--window-size=1200,2000']
 
-# Pages shot whole (window height in px), and what each must show: (images at least, typeset maths).
+# Pages shot whole (window height in px), and what each is checked for: (images at least, typeset maths).
 SHOWCASE = {'index': (4600, 3, False), '00_gaussian': (4000, 1, True), '10_lr_table': (3800, 1, True)}
 SHOTS = Path(os.environ.get('FASTDROPOUT_NB_SCREENSHOTS') or ROOT / '_docs' / 'screenshots')
 
