@@ -17,11 +17,12 @@ from .gaussian import all_masks, mask_probs, MAX_ENUM
 from .progress import progress_bar
 
 # %% auto #0
-__all__ = ['DROPOUT_TYPES', 'FUNCTIONAL_DROPOUT', 'RANDOM_FUNCTIONS', 'RANDOM_METHODS', 'SUPPORTED_DROPOUT', 'OUTPUTS',
-           'dropout_modules', 'dropout_mode', 'seeded', 'switchable_dropout', 'to_output', 'standard_predict',
-           'mc_predict', 'enumerate_dropout', 'exact_predict', 'sq_loss', 'kl_loss', 'l1_loss', 'neg_entropy',
-           'sq_norm', 'exact_objectives', 'jensen_gap', 'check_bregman_constant', 'check_convex_bound',
-           'random_teacher', 'random_students', 'moment_teacher', 'distill', 'mlp', 'scores', 'train_classifier']
+__all__ = ['DROPOUT_TYPES', 'SWITCHABLE', 'FUNCTIONAL_DROPOUT', 'RANDOM_FUNCTIONS', 'RANDOM_METHODS', 'SUPPORTED_DROPOUT',
+           'OUTPUTS', 'dropout_modules', 'sampling_modules', 'dropout_mode', 'seeded', 'switchable_dropout',
+           'to_output', 'standard_predict', 'mc_predict', 'enumerate_dropout', 'exact_predict', 'sq_loss', 'kl_loss',
+           'l1_loss', 'neg_entropy', 'sq_norm', 'exact_objectives', 'jensen_gap', 'check_bregman_constant',
+           'check_convex_bound', 'random_teacher', 'random_students', 'moment_teacher', 'distill', 'mlp', 'scores',
+           'train_classifier']
 
 # %% ../nbs/05_distillation.ipynb #44b513ae
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -30,6 +31,21 @@ def dropout_modules(model):
     "The dropout modules of `model` (`nn.Dropout`, `Dropout1d/2d/3d`) that drop with rate `p > 0`."
     return [m for m in model.modules() if isinstance(m, DROPOUT_TYPES) and m.p > 0]
 
+SWITCHABLE = (nn.MultiheadAttention, nn.RNNBase, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+def _samples(m):
+    "Does module `m` draw dropout gates when its own `training` flag is set (and nothing else change)?"
+    if isinstance(m, DROPOUT_TYPES): return m.p > 0
+    if isinstance(m, nn.MultiheadAttention): return m.dropout > 0
+    if isinstance(m, nn.RNNBase): return m.dropout > 0 and m.num_layers > 1
+    if isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+        return any(_samples(c) for c in m.modules() if c is not m)
+    return False
+
+def sampling_modules(model):
+    "The modules of `model` whose `training` flag switches only their dropout: `dropout_modules` and `SWITCHABLE` ones."
+    return [m for m in model.modules() if _samples(m)]
+
 @contextlib.contextmanager
 def dropout_mode(model, sample=True):
     "Eval mode for every module of `model` except dropout, which samples iff `sample`; restores every flag."
@@ -37,7 +53,7 @@ def dropout_mode(model, sample=True):
     try:
         model.eval()
         if sample:
-            for m in dropout_modules(model): m.train()
+            for m in sampling_modules(model): m.training = True     # the module alone, never its children
         yield model
     finally:
         for m, f in flags: m.training = f
@@ -65,6 +81,7 @@ RANDOM_FUNCTIONS = {torch.rand, torch.rand_like, torch.randn, torch.randn_like, 
 RANDOM_METHODS = {'bernoulli', 'bernoulli_', 'uniform_', 'normal_', 'random_', 'exponential_', 'geometric_',
                   'cauchy_', 'log_normal_', 'multinomial'}
 SUPPORTED_DROPOUT = "nn.Dropout, nn.Dropout1d/2d/3d, F.dropout, F.dropout1d/2d/3d or torch.dropout with a constant p"
+_SWITCHABLE_NAMES = "nn.MultiheadAttention, nn.LSTM/GRU/RNN (num_layers > 1), nn.TransformerEncoderLayer/DecoderLayer"
 
 def _where(node):
     "The graph node `node` named with its op, target and the path of the module whose forward holds it."
@@ -74,13 +91,11 @@ def _where(node):
     return f"node {node.name!r} ({node.op} {target}) in {f'module {path!r}' if path else 'the model’s own forward'}"
 
 def _refuse_modules(model):
-    "ValueError for a module whose randomness follows its own `training` flag (it cannot be switched alone)."
+    "ValueError for a module whose randomness is not dropout that `dropout_mode` switches (alpha dropout)."
     for name, m in model.named_modules():
-        bad = (isinstance(m, (nn.AlphaDropout, nn.FeatureAlphaDropout)) and m.p > 0 and 'alpha dropout') or \
-              (isinstance(m, nn.MultiheadAttention) and m.dropout > 0 and 'attention dropout') or \
-              (isinstance(m, nn.RNNBase) and m.dropout > 0 and m.num_layers > 1 and 'dropout between recurrent layers')
-        if bad: raise ValueError(f"module {name or 'model'!r} ({type(m).__name__}) has {bad}, which cannot be "
-                                 f"switched on alone; supported: {SUPPORTED_DROPOUT}")
+        bad = isinstance(m, (nn.AlphaDropout, nn.FeatureAlphaDropout)) and m.p > 0 and 'alpha dropout'
+        if bad: raise ValueError(f"module {name or 'model'!r} ({type(m).__name__}) has {bad}, which is not a "
+                                 f"supported gate; supported: {SUPPORTED_DROPOUT}, or {_SWITCHABLE_NAMES}")
 
 def _dropout_args(node):
     "(input, p, inplace, training) of a functional dropout node; p must be a constant."
@@ -108,8 +123,8 @@ def _trace(model, training):
 def _dropout_net(model, name='model'):
     "`switchable_dropout(model)`, refused when it holds no dropout with p > 0 (sampling would repeat one pass)."
     net = switchable_dropout(model)
-    if not dropout_modules(net):
-        raise ValueError(f"{name} has no dropout with p > 0 (supported: {SUPPORTED_DROPOUT}): every sampled net "
+    if not sampling_modules(net):
+        raise ValueError(f"{name} has no dropout with p > 0 (supported: {SUPPORTED_DROPOUT}, or dropout inside {_SWITCHABLE_NAMES}): every sampled net "
                          "would be the same net; use standard_predict for a net without dropout")
     return net
 
@@ -215,6 +230,24 @@ def standard_predict(model:nn.Module, # any net whose forward torch.fx can trace
     with torch.no_grad(), dropout_mode(net, sample=False):
         return torch.cat([to_output(_forward(net, b), output) for b in _batches(x, batch_size)])
 
+def _rng_state(device):
+    "The state of the generator that samples on `device` (CPU, or that CUDA device); None where it cannot be read."
+    dev = torch.device(device) if device is not None else torch.device('cpu')
+    if dev.type == 'cpu': return torch.get_rng_state()
+    if dev.type == 'cuda': return torch.cuda.get_rng_state(dev)
+    return None
+
+def _sampled_pass(net, b, device):
+    """`net(b)` (a first sampled pass), refused when it drew no random number: then nothing sampled, and a second
+    pass would repeat it exactly (two passes of one net can also agree by chance, so the generator decides)."""
+    before = _rng_state(device)
+    out = _forward(net, b)
+    if before is not None and torch.equal(before, _rng_state(device)):
+        names = sorted({type(m).__name__ for m in sampling_modules(net)})
+        raise ValueError(f"a sampled pass of the model drew no dropout gates (its {', '.join(names)} did not sample; "
+                         "a fused inference path?): two sampled nets would be identical")
+    return out
+
 def mc_predict(model:nn.Module, # a dropout net whose forward torch.fx can trace
                x:torch.Tensor, # inputs, batch first
                n_samples:int=100, # sampled nets averaged
@@ -231,8 +264,8 @@ def mc_predict(model:nn.Module, # a dropout net whose forward torch.fx can trace
     with torch.no_grad(), dropout_mode(net, sample=True), seeded(seed, getattr(x, 'device', None)), \
          progress_bar(len(batches), f'MC-{int(n_samples)} predict', progress) as bar:
         outs = []
-        for b in batches:
-            acc = to_output(_forward(net, b), output)
+        for i, b in enumerate(batches):
+            acc = to_output(_sampled_pass(net, b, b.device) if i == 0 else _forward(net, b), output)
             for _ in range(int(n_samples) - 1): acc = acc + to_output(net(b), output)
             outs.append(acc / int(n_samples))
             bar.update()
@@ -267,6 +300,9 @@ def enumerate_dropout(model:nn.Module, # a dropout net with few droppable units
     "The outputs of `model` on `x` for every gate configuration, and each configuration's probability."
     _check_model(model); _check_output(output); _check_inputs(model, x)
     net = _dropout_net(model)
+    inner = [type(m).__name__ for m in sampling_modules(net) if isinstance(m, (nn.MultiheadAttention, nn.RNNBase))]
+    if inner: raise ValueError(f"model holds dropout inside {', '.join(sorted(set(inner)))}, whose gates cannot be "
+                               "enumerated one by one; use mc_predict")
     shapes = _gate_shapes(net, x)
     drops, sizes = list(shapes), [math.prod(s) for s in shapes.values()]
     if sum(sizes) > max_units: raise ValueError(f"model has {sum(sizes)} droppable units; exact enumeration needs <= {max_units}")
@@ -425,9 +461,11 @@ def _make_target(target, teacher, output):
     if target == 'moments': return moment_teacher(teacher, output)
     if target not in ('mc', 'standard'):
         raise ValueError(f"target must be 'mc', 'standard', 'moments' or a callable; got {target!r}")
-    net = switchable_dropout(teacher)
+    net, checked = switchable_dropout(teacher), []
     def teacher_target(x):
-        with dropout_mode(net, sample=target == 'mc'): return to_output(net(x), output)
+        with dropout_mode(net, sample=target == 'mc'):
+            if target == 'mc' and not checked: checked.append(True); return to_output(_sampled_pass(net, x, x.device), output)
+            return to_output(net(x), output)
     return teacher_target
 
 # %% ../nbs/05_distillation.ipynb #4f0a355f
@@ -485,7 +523,7 @@ def _check_distill_args(teacher, student, unlabelled, output, epochs, batch_size
 def _distill_epoch(net, target_fn, loss_fn, opt, unlabelled, batch_size, perturb, gen, device, check_batch, epoch):
     "One pass of Algorithm 2 over `unlabelled`: per batch, the teacher's targets, then one gradient step of the student `net`."
     net.train()
-    for d in dropout_modules(net): d.eval()                    # the student is a deterministic predictor
+    for d in sampling_modules(net): d.training = False         # the student is a deterministic predictor
     t0, total, count = time.perf_counter(), 0.0, 0
     for xb in _iter_batches(unlabelled, batch_size, gen):
         if check_batch: _check_inputs(check_batch, xb, 'unlabelled batch')
