@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn, fx
 from .moments import unscented_points
 from .propagation import Moments, ChannelGated, moments_of, moment_propagation
-from .distill import switchable_dropout, dropout_mode, dropout_modules, seeded, standard_predict
+from .distill import switchable_dropout, dropout_mode, sampling_modules, seeded, standard_predict
 
 # %% auto #0
 __all__ = ['COV_OUTPUTS', 'UNSCENTED_BOUND', 'QMC_BOUND', 'METHODS', 'dropout_noise_var', 'linearised_var', 'Source',
@@ -275,7 +275,7 @@ def mc_outputs(model:nn.Module, # a dropout net whose forward torch.fx can trace
     "Every sampled net's logits on `x`, several masks per forward pass (`x` repeated), only the dropouts sampling."
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1: raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}")
     net = switchable_dropout(model)
-    if not dropout_modules(net): raise ValueError("model has no dropout with p > 0: every sampled net is the same net")
+    if not sampling_modules(net): raise ValueError("model has no dropout with p > 0 (nor attention or recurrent layers that drop): every sampled net is the same net")
     final, outs = final_softmax(net), []
     reps = max(1, min(n_samples, chunk // max(len(x), 1)))
     with torch.no_grad(), dropout_mode(net, sample=True), seeded(seed, x.device):

@@ -308,3 +308,17 @@ def test_covariance_is_finite_on_every_zoo_net():
     for name, make in P.zoo_models().items():
         mean, cov = covariance_propagation(make().eval())(torch.rand(5, 64))
         assert bool(torch.isfinite(mean).all() and torch.isfinite(cov).all()), name
+
+def test_mc_outputs_sample_dropout_inside_attention():
+    "A net whose only dropout is inside nn.MultiheadAttention: MC samples it (chapter 05's switching), the moments refuse it."
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__(); self.att, self.out = nn.MultiheadAttention(8, 2, dropout=0.3, batch_first=True), nn.Linear(8, 3)
+        def forward(self, x):
+            h = x.reshape(x.shape[0], 4, 8)
+            return self.out(self.att(h, h, h, need_weights=False)[0].mean(1))
+    torch.manual_seed(0)
+    net, x = Attn().eval(), torch.randn(5, 32)
+    u = predict_uncertainty(net, x, 'mc', n_samples=50)
+    assert float(u['mutual_info'].max()) > 0 and float(u['logit_var'].max()) > 0
+    with pytest.raises(ValueError, match='drops inside itself'): predict_uncertainty(net, x, 'moments')
