@@ -18,11 +18,11 @@ from .progress import progress_bar
 
 # %% auto #0
 __all__ = ['DROPOUT_TYPES', 'SWITCHABLE', 'FUNCTIONAL_DROPOUT', 'RANDOM_FUNCTIONS', 'RANDOM_METHODS', 'SUPPORTED_DROPOUT',
-           'OUTPUTS', 'dropout_modules', 'sampling_modules', 'dropout_mode', 'seeded', 'switchable_dropout',
-           'to_output', 'standard_predict', 'mc_predict', 'enumerate_dropout', 'exact_predict', 'sq_loss', 'kl_loss',
-           'l1_loss', 'neg_entropy', 'sq_norm', 'exact_objectives', 'jensen_gap', 'check_bregman_constant',
-           'check_convex_bound', 'random_teacher', 'random_students', 'moment_teacher', 'distill', 'mlp', 'scores',
-           'train_classifier']
+           'SDPA_ARGS', 'OUTPUTS', 'dropout_modules', 'sampling_modules', 'dropout_mode', 'seeded', 'AttentionDropout',
+           'switchable_dropout', 'to_output', 'standard_predict', 'mc_predict', 'enumerate_dropout', 'exact_predict',
+           'sq_loss', 'kl_loss', 'l1_loss', 'neg_entropy', 'sq_norm', 'exact_objectives', 'jensen_gap',
+           'check_bregman_constant', 'check_convex_bound', 'random_teacher', 'random_students', 'moment_teacher',
+           'distill', 'mlp', 'scores', 'train_classifier']
 
 # %% ../nbs/05_distillation.ipynb #44b513ae
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -37,13 +37,14 @@ def _samples(m):
     "Does module `m` draw dropout gates when its own `training` flag is set (and nothing else change)?"
     if isinstance(m, DROPOUT_TYPES): return m.p > 0
     if isinstance(m, nn.MultiheadAttention): return m.dropout > 0
+    if isinstance(m, AttentionDropout): return m.p > 0
     if isinstance(m, nn.RNNBase): return m.dropout > 0 and m.num_layers > 1
     if isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
         return any(_samples(c) for c in m.modules() if c is not m)
     return False
 
 def sampling_modules(model):
-    "The modules of `model` whose `training` flag switches only their dropout: `dropout_modules` and `SWITCHABLE` ones."
+    "The modules of `model` whose `training` flag switches only their dropout: `dropout_modules`, `SWITCHABLE` ones, `AttentionDropout`."
     return [m for m in model.modules() if _samples(m)]
 
 @contextlib.contextmanager
@@ -81,7 +82,8 @@ RANDOM_FUNCTIONS = {torch.rand, torch.rand_like, torch.randn, torch.randn_like, 
 RANDOM_METHODS = {'bernoulli', 'bernoulli_', 'uniform_', 'normal_', 'random_', 'exponential_', 'geometric_',
                   'cauchy_', 'log_normal_', 'multinomial'}
 SUPPORTED_DROPOUT = "nn.Dropout, nn.Dropout1d/2d/3d, F.dropout, F.dropout1d/2d/3d or torch.dropout with a constant p"
-_SWITCHABLE_NAMES = "nn.MultiheadAttention, nn.LSTM/GRU/RNN (num_layers > 1), nn.TransformerEncoderLayer/DecoderLayer"
+_SWITCHABLE_NAMES = ("nn.MultiheadAttention, nn.LSTM/GRU/RNN (num_layers > 1), nn.TransformerEncoderLayer/DecoderLayer, "
+                     "F.scaled_dot_product_attention with a constant dropout_p")
 
 def _where(node):
     "The graph node `node` named with its op, target and the path of the module whose forward holds it."
@@ -107,6 +109,28 @@ def _dropout_args(node):
         raise ValueError(f"{_where(node)}: the dropout rate must be a constant in [0, 1]; got {p!r}")
     return a['input'], float(p), bool(a.get('inplace', False)), a.get('training', a.get('train', True))
 
+# %% ../nbs/05_distillation.ipynb #42b9ae81
+SDPA_ARGS = ('query', 'key', 'value', 'attn_mask', 'dropout_p', 'is_causal', 'scale', 'enable_gqa')
+
+class AttentionDropout(nn.Module):
+    "`F.scaled_dot_product_attention` whose attention-weight dropout (rate `p`) follows this module's own flag."
+    def __init__(self, p:float): super().__init__(); self.p = float(p)
+    def forward(self, query, key, value, **kwargs):     # attn_mask, is_causal, scale, ... passed through
+        return F.scaled_dot_product_attention(query, key, value, dropout_p=self.p if self.training else 0.0, **kwargs)
+    def extra_repr(self): return f"p={self.p}"
+
+def _is_sdpa(node): return node.op == 'call_function' and node.target is F.scaled_dot_product_attention
+
+def _sdpa_args(node):
+    "{argument name: value} of a scaled_dot_product_attention node; its `dropout_p` must be a constant in [0, 1]."
+    a = dict(zip(SDPA_ARGS, node.args), **node.kwargs)
+    p = a.get('dropout_p', 0.0)
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ValueError(f"{_where(node)}: the attention dropout rate dropout_p must be a constant in [0, 1] "
+                         f"(e.g. self.p if self.training else 0.0); got {p!r}")
+    return a
+
+
 # %% ../nbs/05_distillation.ipynb #4793df05
 def _trace(model, training):
     "torch.fx graph of `model`'s forward traced with every module's flag set to `training` (flags restored)."
@@ -130,26 +154,50 @@ def _dropout_net(model, name='model'):
 
 def _functional(graph): return [n for n in graph.nodes if n.op == 'call_function' and n.target in FUNCTIONAL_DROPOUT]
 
+def _sdpa(graph): return [n for n in graph.nodes if _is_sdpa(n)]
+
 def _dropping(model, graph, training):
-    "For each functional dropout of `graph`: does it drop while the model trains? (`training=False` written in: never.)"
+    """For each functional dropout of `graph`: does it drop while the model trains? (`training=False` written in: never.)
+    And for each scaled_dot_product_attention call of `graph`: its `dropout_p` while the model trains."""
     train_graph = graph if training else None
     if train_graph is None:
         try: train_graph = _trace(model, True)
-        except ValueError: return [True] * len(_functional(graph))     # only the eval-mode forward is traceable
+        except ValueError:                                             # only the eval-mode forward is traceable
+            if _sdpa(graph): raise ValueError(f"{_where(_sdpa(graph)[0])}: the model cannot be traced in training mode, "
+                                              "so whether its attention drops cannot be told") from None
+            return [True] * len(_functional(graph)), []
     n_train, n_eval = len(_functional(train_graph)), len(_functional(graph))
     if n_train != n_eval:
         raise ValueError(f"model's forward holds {n_train} functional dropouts in training mode but {n_eval} in eval "
                          "mode: write each as F.dropout(x, p, training=self.training), not under `if self.training:`")
-    return [_dropout_args(n)[3] is not False for n in _functional(train_graph)]
+    a_train, a_eval = _sdpa(train_graph), _sdpa(graph)
+    if len(a_train) != len(a_eval):
+        raise ValueError(f"model's forward holds {len(a_train)} scaled_dot_product_attention calls in training mode but "
+                         f"{len(a_eval)} in eval mode: pass dropout_p=self.p if self.training else 0.0 to one call")
+    for n in a_eval: _sdpa_args(n)
+    return ([_dropout_args(n)[3] is not False for n in _functional(train_graph)],
+            [float(_sdpa_args(n).get('dropout_p', 0.0)) for n in a_train])
 
 # %% ../nbs/05_distillation.ipynb #c7061b57
-def _rewrite_node(gm, node, i, seen, dropping):
-    "Make `node` of `gm` a call of its own dropout module (functional dropout, or a dropout module already called)."
+def _rewrite_attention(gm, node, i, p):
+    "Make the scaled_dot_product_attention call `node` a call of its own `AttentionDropout(p)` (every other argument kept)."
+    a = _sdpa_args(node)
+    if p == 0 and a.get('dropout_p', 0.0) == 0: return          # never drops: left as it is
+    gm.add_submodule(f'attention_dropout_{i}', AttentionDropout(p).train(gm.training))
+    kwargs = {k: v for k, v in a.items() if k not in ('query', 'key', 'value', 'dropout_p')}
+    with gm.graph.inserting_after(node):
+        new = gm.graph.call_module(f'attention_dropout_{i}', (a['query'], a['key'], a['value']), kwargs)
+    new.meta = dict(node.meta)
+    node.replace_all_uses_with(new); gm.graph.erase_node(node)
+
+def _rewrite_node(gm, node, i, seen, dropping, attention):
+    "Make `node` of `gm` a call of its own dropout module (functional dropout, attention dropout, or a dropout module)."
     if (node.op == 'call_function' and node.target in RANDOM_FUNCTIONS) or \
        (node.op == 'call_method' and node.target in RANDOM_METHODS):
         raise ValueError(f"{_where(node)} draws random numbers outside a dropout that can be switched alone; "
                          f"supported: {SUPPORTED_DROPOUT}")
-    if node.op == 'call_function' and node.target in FUNCTIONAL_DROPOUT:
+    if _is_sdpa(node): _rewrite_attention(gm, node, i, next(attention))
+    elif node.op == 'call_function' and node.target in FUNCTIONAL_DROPOUT:
         x, p, inplace, _ = _dropout_args(node)
         if not next(dropping):                  # `training=False` written in: the identity while training too
             node.replace_all_uses_with(x); gm.graph.erase_node(node); return
@@ -171,10 +219,10 @@ def switchable_dropout(model:nn.Module, # any module whose forward torch.fx can 
     if getattr(model, '_switchable_dropout', False): return model
     _refuse_modules(model)
     graph = _trace(model, training)
-    dropping = iter(_dropping(model, graph, training))
+    dropping, attention = map(iter, _dropping(model, graph, training))
     gm = fx.GraphModule(model, graph, class_name=f'Switchable{type(model).__name__}')
     gm.training, seen = training, set()
-    for i, node in enumerate(list(gm.graph.nodes)): _rewrite_node(gm, node, i, seen, dropping)
+    for i, node in enumerate(list(gm.graph.nodes)): _rewrite_node(gm, node, i, seen, dropping, attention)
     gm.recompile()
     gm._switchable_dropout = True
     return gm
@@ -300,7 +348,7 @@ def enumerate_dropout(model:nn.Module, # a dropout net with few droppable units
     "The outputs of `model` on `x` for every gate configuration, and each configuration's probability."
     _check_model(model); _check_output(output); _check_inputs(model, x)
     net = _dropout_net(model)
-    inner = [type(m).__name__ for m in sampling_modules(net) if isinstance(m, (nn.MultiheadAttention, nn.RNNBase))]
+    inner = [type(m).__name__ for m in sampling_modules(net) if isinstance(m, (nn.MultiheadAttention, nn.RNNBase, AttentionDropout))]
     if inner: raise ValueError(f"model holds dropout inside {', '.join(sorted(set(inner)))}, whose gates cannot be "
                                "enumerated one by one; use mc_predict")
     shapes = _gate_shapes(net, x)

@@ -715,9 +715,16 @@ def _trace(model, training):
 
 def _never_dropping(model, gm):
     """The functional dropouts of `gm` (traced in eval mode) that do not drop in training mode either (`training=False`
-    written in): identities. A dropout only under `if self.training:` would be missed in eval mode: refused."""
+    written in): identities. A dropout only under `if self.training:` would be missed in eval mode: refused, and so is
+    a scaled_dot_product_attention call that drops (dropout_p > 0, or not a constant) in either mode."""
     try: train = _trace(model, True)
-    except ValueError: return set()
+    except ValueError: train = None
+    for node in [x for g in (train, gm) if g is not None for x in g.graph.nodes]:
+        p = _arg(node.args[4:], node.kwargs, 0, 'dropout_p', 0.0) if node.target is F.scaled_dot_product_attention else 0.0
+        if isinstance(p, fx.Node) or p != 0:
+            _refuse(node, f"attention dropout inside scaled_dot_product_attention has no rule (dropout_p={p} in "
+                          f"{'training' if node.graph is getattr(train, 'graph', None) else 'eval'} mode); use MC dropout (chapter 05)")
+    if train is None: return set()
     functional = lambda g: [x for x in g.graph.nodes if x.op == 'call_function' and x.target in _DROPOUTS]
     tr, ev = functional(train), functional(gm)
     if len(tr) != len(ev):

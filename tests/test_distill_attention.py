@@ -128,3 +128,107 @@ def test_distill_on_an_encoder_beats_the_standard_pass():
     assert not any(m.training for m in student.modules())
     kl_student = kl(standard_predict(student, x))
     assert kl_student < kl_std, (kl_student, kl_std)
+
+
+# ---------------------------------------------------------------- F.scaled_dot_product_attention with dropout_p
+import torch.nn.functional as F
+
+
+class _GPT(nn.Module):
+    "LayerNorm → qkv → SDPA (dropout_p = p in training) → proj → residual dropout → LayerNorm/GELU MLP → head on the token mean."
+    def __init__(self, d=8, heads=2, p=0.3, masked=False):
+        super().__init__()
+        self.ln1, self.qkv, self.proj, self.drop1 = nn.LayerNorm(d), nn.Linear(d, 3 * d), nn.Linear(d, d), nn.Dropout(p)
+        self.ln2, self.mlp, self.drop2 = nn.LayerNorm(d), nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d)), nn.Dropout(p)
+        self.head, self.heads, self.p, self.masked = nn.Linear(d, 3), heads, p, masked
+        self.register_buffer('mask', torch.rand(5, 5, generator=torch.Generator().manual_seed(4)) > 0.3)
+        self.mask.fill_diagonal_(True)
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if self.masked: a = F.scaled_dot_product_attention(q, k, v, self.mask, self.p if self.training else 0.0, scale=0.7)
+        else: a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.p if self.training else 0.0, is_causal=True)
+        x = x + self.drop1(self.proj(a.transpose(1, 2).reshape(b, t, d)))
+        x = x + self.drop2(self.mlp(self.ln2(x)))
+        return self.head(x.mean(1))
+
+
+def _gpt(masked=False):
+    torch.manual_seed(0)
+    net = _GPT(masked=masked).double().eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Linear): m.weight.mul_(2.0)          # larger weights: the attention gates matter more
+    return net, torch.randn(6, 5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+
+def _train_samples(net, x, n, seed, p_attn):
+    "Hand-written MC: the block in train mode (LayerNorm, GELU, linear maps are the same in both modes), attention at p_attn."
+    p, net.p = net.p, p_attn
+    net.train()
+    try:
+        with torch.no_grad(), seeded(seed): return torch.stack([net(x).softmax(1) for _ in range(n)])
+    finally: net.eval(); net.p = p
+
+
+@pytest.mark.parametrize('masked', [False, True])
+def test_sdpa_attention_dropout_is_sampled(masked):
+    "mc_predict = the train-mode average under the same seed; differs from the attention-at-0 average beyond MC noise."
+    net, x = _gpt(masked)
+    n = 2000
+    mc, std = mc_predict(net, x, n, seed=3), standard_predict(net, x)
+    sampled = _train_samples(net, x, n, 3, net.p)
+    torch.testing.assert_close(mc, sampled.mean(0), rtol=0, atol=1e-6)
+    old = _train_samples(net, x, n, 3, 0.0)                             # the attention dropout left at 0
+    z = ((mc - old.mean(0)).abs() / ((sampled.var(0) + old.var(0)) / n).sqrt()).max()
+    assert float(z) > 5, float(z)
+    with torch.no_grad(): torch.testing.assert_close(std, net(x).softmax(1), rtol=0, atol=1e-12)   # standard = eval
+    assert any(isinstance(m, D.AttentionDropout) and m.p == net.p for m in sampling_modules(D.switchable_dropout(net)))
+    assert all(not m.training for m in net.modules())
+
+
+def test_sdpa_left_unrewritten_is_caught(monkeypatch):
+    "Planted bug: the SDPA node left as traced in eval mode (dropout_p=0): MC no longer equals the hand-written average."
+    net, x = _gpt()
+    monkeypatch.setattr(D, '_is_sdpa', lambda node: False)
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(mc_predict(net, x, 200, seed=3), _train_samples(net, x, 200, 3, net.p).mean(0), rtol=0, atol=1e-6)
+
+
+def test_distill_runs_on_a_gpt_block():
+    "distill with sampled targets trains the student (its parameters move), teacher untouched, outputs finite."
+    teacher, x = _gpt()
+    state = copy.deepcopy(teacher.state_dict())
+    student = distill(teacher, copy.deepcopy(teacher), x.repeat(4, 1, 1), epochs=2, lr=1e-3, batch_size=8, seed=0, progress=False)
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in state.items())
+    assert any(not torch.equal(v, student.state_dict()[k]) for k, v in state.items())
+    assert bool(torch.isfinite(standard_predict(student, x)).all())
+
+
+class _RateNode(_GPT):
+    "dropout_p read from a buffer: a graph node, not a constant."
+    def __init__(self): super().__init__(); self.register_buffer('rate', torch.tensor(0.3))
+    def forward(self, x):
+        q = self.qkv(x).view(x.shape[0], x.shape[1], 3, 2, 4).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q[0], q[1], q[2], dropout_p=self.rate)
+        return self.head(a.transpose(1, 2).reshape(x.shape[0], x.shape[1], 8).mean(1))
+
+
+class _TrainOnlyAttention(_GPT):
+    "A second attention call only under `if self.training:`: the eval-mode trace misses it."
+    def forward(self, x):
+        q = self.qkv(x).view(x.shape[0], x.shape[1], 3, 2, 4).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q[0], q[1], q[2])
+        if self.training: a = F.scaled_dot_product_attention(a, q[1], q[2], dropout_p=0.3)
+        return self.head(a.transpose(1, 2).reshape(x.shape[0], x.shape[1], 8).mean(1))
+
+
+@pytest.mark.parametrize('model, match', [(_RateNode, 'dropout_p must be a constant'),
+                                          (_TrainOnlyAttention, '2 scaled_dot_product_attention calls in training mode but 1')])
+def test_sdpa_refusals(model, match):
+    with pytest.raises(ValueError, match=match): mc_predict(model().eval(), torch.randn(2, 5, 8), 3, seed=0)
+
+
+def test_sdpa_dropout_cannot_be_enumerated():
+    net, x = _gpt()
+    with pytest.raises(ValueError, match='cannot be enumerated'): exact_predict(net, x[:1])

@@ -717,3 +717,24 @@ def test_fast_dropout_mlp_takes_every_registered_activation(name):
     back = fast_twin(real)
     assert back.activation == name
     for a, b in zip(back(x), fast(x)): assert torch.equal(a, b)
+
+
+class SdpaThenDropout(nn.Module):
+    "Attention on the noise-free input (dropout_p = p only in training mode), then a dropout and a linear head."
+    def __init__(self, p=0.2):
+        super().__init__()
+        self.qkv, self.fc, self.p = nn.Linear(4, 12), nn.Linear(4, 2), p
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.p if self.training else 0.0)
+        return self.fc(F.dropout(a.mean(1), 0.3, self.training))
+
+def test_attention_dropout_inside_sdpa_is_refused():
+    "SDPA that drops in training mode is refused, naming the node, even on a noise-free input; dropout_p = 0 runs natively."
+    with pytest.raises(ValueError, match="node 'scaled_dot_product_attention'.*attention dropout inside "
+                                         "scaled_dot_product_attention has no rule"):
+        moment_propagation(SdpaThenDropout())
+    net, x = SdpaThenDropout(p=0.0).double(), torch.rand(2, 3, 4, dtype=D)
+    with torch.no_grad(): mean, var = moment_propagation(net)(x)
+    with torch.no_grad(): assert torch.allclose(mean, net.eval()(x), rtol=1e-12)   # dropout before a linear map: mean = eval pass
+    assert float(var.min()) > 0
