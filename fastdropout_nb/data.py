@@ -9,6 +9,7 @@ Docs: https://fastdropout-nb.github.io/fastdropout_nb/data.html.md"""
 # %% ../nbs/06_data.ipynb #719a445d
 from __future__ import annotations
 import gzip, hashlib, io, json, os, re, shutil, tarfile, tempfile, warnings, zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -18,9 +19,9 @@ from .progress import progress_bar
 # %% auto #0
 __all__ = ['ENV_VAR', 'REGISTRY', 'TEXT_DATASETS', 'DOWNLOAD_RETRIES', 'DOWNLOAD_TIMEOUT', 'PROTOCOLS', 'load_rt2k', 'load_imdb',
            'load_rts', 'load_subj', 'load_cr', 'load_mpqa', 'load_athr_mat', 'load_mnist', 'load_usps',
-           'NBSVM_TOKEN_PATTERN', 'data_dir', 'DataSpec', 'verify', 'repack_imdb', 'fetch', 'split_records',
-           'TextDataset', 'ArrayDataset', 'strip_newsgroup_header', 'read_idx', 'load_athr', 'load_text', 'load_uci',
-           'nbsvm_vectorizer', 'nbsvm_features']
+           'NBSVM_TOKEN_PATTERN', 'PAD_ID', 'UNK_ID', 'data_dir', 'DataSpec', 'verify', 'repack_imdb', 'fetch',
+           'split_records', 'TextDataset', 'ArrayDataset', 'strip_newsgroup_header', 'read_idx', 'load_athr',
+           'load_text', 'load_uci', 'nbsvm_vectorizer', 'nbsvm_features', 'build_vocab', 'encode_tokens']
 
 # %% ../nbs/06_data.ipynb #11e417be
 ENV_VAR = 'FASTDROPOUT_NB_DATA'
@@ -606,3 +607,40 @@ def nbsvm_features(train_texts, test_texts=None, **kwargs):
     for X in (X_train, X_test):
         if X is not None: X.sort_indices()          # CountVectorizer leaves column indices unsorted
     return X_train, X_test
+
+# %% ../nbs/06_data.ipynb #74094669
+PAD_ID, UNK_ID = 0, 1
+
+def _tokens(text): return re.findall(NBSVM_TOKEN_PATTERN, text.lower())
+
+def _check_texts(texts, name):
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"{name} must be a list of strings (one text each), not a single string")
+
+def build_vocab(texts, # the training texts
+                min_count:int=1, # keep tokens seen at least this often
+                max_size:int|None=None, # keep at most this many tokens (the most frequent)
+               ) -> dict: # {token: id}, ids from 2 (0 pads, 1 is unknown)
+    "Word-level vocabulary of `texts` (NBSVM's lowercased tokens), most frequent first."
+    _check_texts(texts, 'texts')
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
+        raise ValueError(f"min_count must be a positive integer; got {min_count!r}")
+    if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0):
+        raise ValueError(f"max_size must be a non-negative integer or None; got {max_size!r}")
+    counts = Counter(tok for t in texts for tok in _tokens(t))          # insertion order: first appearance
+    kept = [tok for tok, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n >= min_count][:max_size]
+    return {tok: i + 2 for i, tok in enumerate(kept)}
+
+def encode_tokens(texts, # texts to encode
+                  vocab:dict, # from `build_vocab`
+                  max_len:int|None=None, # truncate to this many tokens (None: the longest text's length)
+                 ) -> np.ndarray: # int64 ids, shape (len(texts), max_len), right-padded with PAD_ID
+    "Token ids of `texts`: UNK_ID for a token outside `vocab`, PAD_ID after a text's end."
+    _check_texts(texts, 'texts')
+    if not isinstance(vocab, dict): raise ValueError(f"vocab must be a dict token -> id (build_vocab); got {type(vocab).__name__}")
+    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
+        raise ValueError(f"max_len must be a positive integer or None; got {max_len!r}")
+    ids = [[vocab.get(tok, UNK_ID) for tok in _tokens(t)][:max_len] for t in texts]
+    out = np.full((len(ids), max_len or max(map(len, ids), default=1) or 1), PAD_ID, dtype=np.int64)
+    for r, row in enumerate(ids): out[r, :len(row)] = row
+    return out

@@ -509,3 +509,26 @@ def test_nbsvm_features_imdb():
     ds = text_set('IMDB')
     Xtr, Xte = D.nbsvm_features(ds.train[0], ds.test[0])
     assert Xtr.shape[0] == Xte.shape[0] == 25000 and sp.isspmatrix_csr(Xtr)
+
+
+# ---------------------------------------------------------------------------------------------
+# token ids for sequence models
+
+def test_token_ids_pad_unknown_and_order():
+    voc = D.build_vocab(["b a a", "c a b"], min_count=1)
+    assert voc == {'a': 2, 'b': 3, 'c': 4}                        # by count, ties by first appearance
+    ids = D.encode_tokens(["a z b", "c"], voc)
+    assert ids.dtype == np.int64 and ids.tolist() == [[2, D.UNK_ID, 3], [4, D.PAD_ID, D.PAD_ID]]
+    assert D.encode_tokens(["a b c a"], voc, max_len=2).tolist() == [[2, 3]]
+    for kw, name in [(dict(texts="a b", vocab=voc), 'texts'), (dict(texts=["a"], vocab=voc, max_len=0), 'max_len')]:
+        with pytest.raises(ValueError, match=name): D.encode_tokens(**kw)
+    with pytest.raises(ValueError, match='min_count'): D.build_vocab(["a"], min_count=0)
+
+
+@needs_shared
+def test_rts_token_ids():
+    rts = D.load_rts(SHARED, download=False)
+    voc = D.build_vocab(rts.texts[:1000], min_count=2)
+    ids = D.encode_tokens(rts.texts[:1000], voc)
+    n = (ids != D.PAD_ID).sum(1)
+    assert (n > 0).all() and ids.max() == len(voc) + 1 and (ids[ids != D.PAD_ID] != D.UNK_ID).mean() > 0.8
