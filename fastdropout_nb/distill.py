@@ -703,8 +703,9 @@ def train_classifier(model:nn.Module, # the net, trained in place (its dropouts 
                      weight_decay:float=0.0, # the optimiser's L2 penalty
                      milestones=(), # epochs after which lr /= 10
                      checkpoint=None, # a path written after every epoch and resumed from, as in `distill`
-                     progress=None, # None: a bar over the epochs on a terminal; True/False: force it
-                    )->nn.Module: # `model` in eval mode
+                     progress=None, # None: a bar over the epochs on a terminal; True/False: force it; or a callable receiving each epoch's record
+                     evaluate=None, # None, or a callable model -> dict of numbers added to each epoch's record (e.g. a test error)
+                    )->nn.Module: # `model` in eval mode, its per-epoch records in `model.train_history_`
     "Train `model` on labelled (X, y) with cross-entropy."
     opt = _make_optimizer(optimizer, list(model.parameters()), lr, weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=0.1)
@@ -713,12 +714,16 @@ def train_classifier(model:nn.Module, # the net, trained in place (its dropouts 
                     weight_decay=weight_decay, milestones=list(milestones), n=len(X))
     def run_epoch(epoch):
         model.train()
-        idx, loss = torch.randperm(len(X), generator=gen), torch.tensor(float('nan'))
+        t0, idx, loss = time.perf_counter(), torch.randperm(len(X), generator=gen), torch.tensor(float('nan'))
         for i in range(0, len(X), batch_size):
             j = idx[i:i + batch_size]
             loss = F.cross_entropy(model(X[j].to(device)), y[j].to(device))
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        return dict(loss=float(loss.detach()))
-    bar = progress_bar(epochs, 'train', progress)
-    _fit(model, run_epoch, opt, sched, gen, device, epochs, settings, checkpoint, None, bar)
+        rec = dict(loss=float(loss.detach()), seconds=time.perf_counter() - t0)
+        if evaluate is not None:
+            with torch.no_grad(): rec.update(evaluate(model))       # saved with the epoch, so a resumed run keeps it
+        return rec
+    report = progress if callable(progress) else None
+    bar = progress_bar(epochs, 'train', False if report is not None else progress)
+    model.train_history_ = _fit(model, run_epoch, opt, sched, gen, device, epochs, settings, checkpoint, report, bar)
     return model.eval()

@@ -19,8 +19,9 @@ from .distill import (distill, train_classifier, standard_predict, mc_predict, m
                                     switchable_dropout, scores)
 
 # %% auto #0
-__all__ = ['PAPER_MNIST', 'digits_split', 'gap_recovered', 'small_convnet', 'n_params', 'digits_teacher', 'digits_distillation',
-           's_strategies', 'compression_curve', 'time_per_prediction', 'inference_costs', 'lenet', 'mnist_table']
+__all__ = ['PAPER_MNIST', 'TEACHER_PROTOCOLS', 'digits_split', 'gap_recovered', 'small_convnet', 'n_params', 'digits_teacher',
+           'digits_distillation', 's_strategies', 'compression_curve', 'time_per_prediction', 'inference_costs',
+           'lenet', 'mnist_table', 'CaffeSGD', 'caffe_init', 'teacher_protocol', 'train_teacher']
 
 # %% ../nbs/07b_distillation_protocols.ipynb #03a44c2a
 def digits_split(seed=0, n_train=600, n_unseen=597):
@@ -195,3 +196,74 @@ def mnist_table(dropout:str='last', # 'last': LeNet (dropout before the last lay
                 mc=float(np.mean(mc)), mc_std=float(np.std(mc)),
                 distilled=err(standard_predict(student, Xte, batch_size=1000)),
                 moment=err(torch.cat([twin(Xte[i:i + 1000]) for i in range(0, len(Xte), 1000)])), paper=PAPER_MNIST[dropout])
+
+# %% ../nbs/07b_distillation_protocols.ipynb #b7e1a002
+class CaffeSGD(torch.optim.Optimizer):
+    "Caffe's SGD solver, `inv` policy: rate_t = lr·lr_mult·(1 + γt)^(−power) at iteration t; v ← m·v + rate_t·(g + λw); w ← w − v."
+    def __init__(self, params, lr:float=0.01, momentum:float=0.9, weight_decay:float=5e-4, gamma:float=1e-4, power:float=0.75):
+        for name, v in dict(lr=lr, momentum=momentum, weight_decay=weight_decay, gamma=gamma, power=power).items():
+            if not (isinstance(v, (int, float)) and v >= 0): raise ValueError(f"{name} must be a number >= 0; got {v!r}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, gamma=gamma, power=power,
+                                      lr_mult=1.0, it=0))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None: raise ValueError("CaffeSGD.step takes no closure")
+        for g in self.param_groups:
+            rate = g['lr'] * g['lr_mult'] * (1 + g['gamma'] * g['it']) ** -g['power']
+            g['it'] += 1                                          # saved with the optimiser's state
+            for q in g['params']:
+                if q.grad is None: continue
+                v = self.state[q].setdefault('history', torch.zeros_like(q))
+                v.mul_(g['momentum']).add_(q.grad + g['weight_decay'] * q, alpha=rate)
+                q.sub_(v)
+
+def caffe_init(net:nn.Module)->nn.Module:
+    "Caffe LeNet's fillers, in place: conv and linear weights Xavier-uniform ±√(3/fan_in), biases 0."
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            a = (3.0 / m.weight[0].numel()) ** 0.5
+            nn.init.uniform_(m.weight, -a, a)
+            if m.bias is not None: nn.init.zeros_(m.bias)
+    return net
+
+# %% ../nbs/07b_distillation_protocols.ipynb #b7e1a005
+TEACHER_PROTOCOLS = {
+    'as_written': dict(solver='sgd', lr=1e-3, milestones=(20,), weight_decay=5e-4, init='torch', epochs=30, batch_size=64,
+                       deviation="none: 20 epochs at 1e-3 then 10 at 1e-4 on the batch-mean loss (weight decay, batch: Caffe LeNet's)",
+                       reason="the schedule as the text states it; mnist_table's teacher"),
+    'summed': dict(solver='sgd', lr=1e-3 * 64, milestones=(20,), weight_decay=5e-4 / 64, init='torch', epochs=30, batch_size=64,
+                   deviation="the text's rates on the batch-summed loss: 0.064 then 0.0064 on the mean loss, weight decay 5e-4/64",
+                   reason="code of the time often summed the loss; 1e-3 on a mean loss moves LeNet slowly"),
+    'caffe': dict(solver='caffe', lr=0.01, gamma=1e-4, power=0.75, bias_lr_mult=2.0, milestones=(), weight_decay=5e-4,
+                  init='caffe', epochs=60, batch_size=64,
+                  deviation="Caffe's LeNet solver (lr 0.01, inv policy, Caffe's momentum form, biases at 2x), Xavier fillers, 60 epochs",
+                  reason="the paper's LeNet is Caffe's; a reader with the authors' framework runs its solver and fillers"),
+}
+
+def teacher_protocol(name:str)->dict:
+    "The `TEACHER_PROTOCOLS` entry `name` (a copy)."
+    if name not in TEACHER_PROTOCOLS: raise ValueError(f"protocol must be one of {sorted(TEACHER_PROTOCOLS)}; got {name!r}")
+    return dict(TEACHER_PROTOCOLS[name])
+
+def train_teacher(X:torch.Tensor, # training images (n, 1, 28, 28) in [0, 1]
+                  y:torch.Tensor, # their labels
+                  dropout:str='last', # 'last': LeNet; 'all': LeNetAll
+                  protocol:str='as_written', # a key of `TEACHER_PROTOCOLS`
+                  seed:int=0, # seeds the weights, the shuffling and the masks
+                  epochs:int|None=None, # None: the protocol's (its schedule is the same either way)
+                  checkpoint=None, # a path written after every epoch and resumed from
+                  progress=None, # as in `train_classifier` (a callable receives each epoch's record)
+                  evaluate=None, # as in `train_classifier` (e.g. the test error after every epoch)
+                 )->nn.Module: # the trained teacher (eval mode), its epoch records in `.train_history_`
+    "Train `lenet(dropout)` on (X, y) under a teacher protocol."
+    P = teacher_protocol(protocol)
+    torch.manual_seed(seed)
+    net = lenet(dropout).to(X.device)
+    if P['init'] == 'caffe': caffe_init(net)
+    opt = 'sgd' if P['solver'] == 'sgd' else lambda ps: CaffeSGD(
+        [dict(params=[q for q in ps if q.dim() > 1]), dict(params=[q for q in ps if q.dim() == 1], lr_mult=P['bias_lr_mult'])],
+        lr=P['lr'], weight_decay=P['weight_decay'], gamma=P['gamma'], power=P['power'])
+    return train_classifier(net, X, y, epochs=epochs or P['epochs'], lr=P['lr'], batch_size=P['batch_size'], seed=seed, optimizer=opt,
+                            weight_decay=P['weight_decay'], milestones=P['milestones'], checkpoint=checkpoint,
+                            progress=progress, evaluate=evaluate)
