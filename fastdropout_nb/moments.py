@@ -506,14 +506,24 @@ def quadrature_moments(f, # an element-wise function of a tensor
                        first=None, # a closed form of E f(Y) to use instead of the quadrature's
                       ):
     """`(mean, var)` of f(Y), Y ~ N(`mean`, `var`) element-wise for tensors, by `n`-node Gauss–Hermite quadrature; `first`
-    replaces the quadrature mean by a closed form. The variance is E[(f − c)²] − (E f − c)², c = f(mean)."""
+    replaces the quadrature mean by a closed form. The variance is E[(f − c)²] − (E f − c)², c = f(mean). One node at a
+    time, accumulated in place (no n-fold copy of the input); nodes whose weight cannot reach the dtype's precision skipped."""
     x, w = _hermgauss(int(n))
-    x, w = (torch.as_tensor(a, dtype=mean.dtype, device=mean.device) for a in (np.sqrt(2) * x, w))   # scaled in float64
-    fy = f(torch.addcmul(mean, x.reshape((-1,) + (1,) * mean.dim()), var.clamp_min(0).sqrt()))   # f at the n nodes
-    c = f(mean)
-    out_mean = torch.tensordot(w, fy, 1) if first is None else first
-    dev = (fy - c).square() if torch.is_grad_enabled() else fy.sub_(c).square_()      # in place without autograd
-    return out_mean, (torch.tensordot(w, dev, 1) - (out_mean - c) ** 2).clamp_min(0)
+    x = np.sqrt(2) * x
+    keep = w * (1 + x * x) >= torch.finfo(mean.dtype).eps / 100      # w_i (1 + y_i²) bounds node i's share of both sums
+    std, c = var.clamp_min(0).sqrt(), f(mean)
+    grad, s1, s2 = torch.is_grad_enabled(), 0.0, 0.0
+    y = None if grad else torch.empty(torch.broadcast_shapes(mean.shape, std.shape), dtype=mean.dtype, device=mean.device)
+    for xi, wi in zip(x[keep].tolist(), w[keep].tolist()):
+        if grad:
+            d = f(torch.add(mean, std, alpha=xi)) - c                   # f(y_i) − c
+            s1, s2 = s1 + wi * d, s2 + wi * d * d
+        else:                                                           # the same, into buffers: no allocation but f's own
+            d = f(torch.add(mean, std, alpha=xi, out=y)).sub_(c)
+            if first is None: s1 = d * wi if isinstance(s1, float) else s1.add_(d, alpha=wi)
+            s2 = d.square().mul_(wi) if isinstance(s2, float) else s2.addcmul_(d, d, value=wi)
+    out_mean = c + s1 if first is None else first
+    return out_mean, (s2 - (out_mean - c) ** 2).clamp_min(0)
 
 # %% ../nbs/01_closed_forms.ipynb #db8cc982
 def unscented_points(mu, var, kappa=None):
