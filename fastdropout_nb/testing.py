@@ -20,8 +20,8 @@ __all__ = ['PROFILE', 'GH_NODES', 'UNIT_FEATURES', 'ACT_NP', 'mc_mean_se', 'asse
            'gauss_expect', 'entry_quad', 'entry_strategy', 'entry_mc_samples', 'enumerate_moments', 'linear_exact',
            'relu_truth', 'tiny_net', 'real_dropout_samples', 'real_dropout_moments', 'gaussian_model_moments',
            'linear_regime_net', 'scaled_rate', 'independent_units_net', 'independent_units_truth',
-           'independent_units_samples', 'gaussian_raw_moment', 'enumerated_moments', 'MAX_ENUM', 'all_masks',
-           'mask_probs']
+           'independent_units_samples', 'gaussian_raw_moment', 'enumerated_moments', 'quadrature_direct',
+           'check_quadrature_moments', 'check_unscented_softmax', 'MAX_ENUM', 'all_masks', 'mask_probs']
 
 # %% ../nbs/99_testing.ipynb #bdc18270
 settings.register_profile('ci', max_examples=25, deadline=None, derandomize=True, print_blob=True,
@@ -319,3 +319,53 @@ def enumerated_moments(model, x, max_units=MAX_ENUM):
     mean = torch.tensordot(probs, outs, 1)
     dev = outs - mean
     return mean, torch.einsum('m,mnk,mnl->nkl', probs, dev, dev)
+
+# %% ../nbs/99_testing.ipynb #f5a1c002
+def quadrature_direct(f, mean, var, n=20):
+    "Σ w f(y) and Σ w (f − c)² − (E f − c)², c = f(mean), over all `n` Gauss–Hermite nodes at once: the plain formula."
+    import torch
+    x, w = np.polynomial.hermite.hermgauss(int(n))
+    x, w = (torch.as_tensor(a, dtype=mean.dtype, device=mean.device) for a in (np.sqrt(2) * x, w / np.sqrt(np.pi)))
+    fy, c = f(mean + x.reshape(-1, *[1] * mean.dim()) * var.clamp_min(0).sqrt()), f(mean)
+    m = torch.tensordot(w, fy, 1)
+    return m, (torch.tensordot(w, (fy - c) ** 2, 1) - (m - c) ** 2).clamp_min(0)
+
+def _tie(got, want, inputs, tol):
+    "Assert got == want (tensors or tuples of them) and their gradients w.r.t. `inputs` under one weighting, to `tol`."
+    import torch
+    got, want = (t if isinstance(t, tuple) else (t,) for t in (got, want))
+    for a, b in zip(got, want): torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    wsum = lambda ts: sum((t * torch.linspace(0.5, 1.5, t.numel(), dtype=t.dtype).reshape(t.shape)).sum() for t in ts)
+    for a, b in zip(torch.autograd.grad(wsum(got), inputs), torch.autograd.grad(wsum(want), inputs)):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+def check_quadrature_moments(impl, # (f, mean, var, n=20) -> (mean, var), the rule to check
+                             dtype=None, # torch.float64 (tolerance 1e-10, the default) or torch.float32 (1e-5)
+                            ):
+    "`impl` against `quadrature_direct` on GELU, SiLU, tanh: values, gradients, and the values without autograd."
+    import torch, torch.nn.functional as F
+    dtype = dtype or torch.float64
+    g = torch.Generator().manual_seed(0)
+    mean = (3 * torch.randn(50, 8, generator=g, dtype=torch.float64)).to(dtype).requires_grad_()
+    var = (4 * torch.rand(50, 8, generator=g, dtype=torch.float64)).to(dtype).requires_grad_()
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    for f in (F.gelu, F.silu, torch.tanh):
+        _tie(impl(f, mean, var), quadrature_direct(f, mean, var), (mean, var), tol)
+        with torch.no_grad():
+            for a, b in zip(impl(f, mean, var), quadrature_direct(f, mean, var)): torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+def check_unscented_softmax(impl, # (mean, var) -> E[softmax], the rule to check
+                           ):
+    "`impl` against `softmax_mean(method='unscented')` in float64 (1e-12; gradients 1e-9), K = 1, 2, 3, 10, extreme rows included."
+    import torch
+    from fastdropout_nb.moments import softmax_mean
+    g = torch.Generator().manual_seed(0)
+    for K in (1, 2, 3, 10):
+        m = 3 * torch.randn(200, K, generator=g, dtype=torch.float64); v = 5 * torch.rand(200, K, generator=g, dtype=torch.float64)
+        m[1, 0], v[1] = 200.0, 0.0                                           # one class far ahead, no noise
+        m[2, 0], v[2, 0] = 100.0, 1e4                                        # ... with a huge variance
+        m[3], v[3] = torch.linspace(0, -300, K, dtype=torch.float64), 400.0  # the rest underflow beside the first
+        m, v = m.requires_grad_(), v.requires_grad_()
+        got, want = impl(m, v), softmax_mean(m, v, method='unscented')
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        _tie(got, want, (m, v), 1e-9)
