@@ -7,7 +7,7 @@ Docs: https://fastdropout-nb.github.io/fastdropout_nb/distillation.html.md"""
 
 # %% ../nbs/05_distillation.ipynb #6b958250
 from __future__ import annotations
-import contextlib, copy, inspect, math, sys, time
+import ast, contextlib, copy, functools, inspect, math, sys, textwrap, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -18,9 +18,9 @@ from .progress import progress_bar
 
 # %% auto #0
 __all__ = ['DROPOUT_TYPES', 'SWITCHABLE', 'FUNCTIONAL_DROPOUT', 'RANDOM_FUNCTIONS', 'RANDOM_METHODS', 'SUPPORTED_DROPOUT',
-           'SDPA_ARGS', 'OUTPUTS', 'dropout_modules', 'sampling_modules', 'dropout_mode', 'seeded', 'AttentionDropout',
-           'switchable_dropout', 'to_output', 'standard_predict', 'mc_predict', 'enumerate_dropout', 'exact_predict',
-           'sq_loss', 'kl_loss', 'l1_loss', 'neg_entropy', 'sq_norm', 'exact_objectives', 'jensen_gap',
+           'SDPA_ARGS', 'OUTPUTS', 'INTEGER_INPUTS', 'dropout_modules', 'sampling_modules', 'dropout_mode', 'seeded',
+           'AttentionDropout', 'switchable_dropout', 'to_output', 'standard_predict', 'mc_predict', 'enumerate_dropout',
+           'exact_predict', 'sq_loss', 'kl_loss', 'l1_loss', 'neg_entropy', 'sq_norm', 'exact_objectives', 'jensen_gap',
            'check_bregman_constant', 'check_convex_bound', 'random_teacher', 'random_students', 'moment_teacher',
            'distill', 'mlp', 'scores', 'train_classifier']
 
@@ -41,10 +41,10 @@ def _samples(m):
     if isinstance(m, nn.RNNBase): return m.dropout > 0 and m.num_layers > 1
     if isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
         return any(_samples(c) for c in m.modules() if c is not m)
-    return False
+    return _rate_samples(m)
 
 def sampling_modules(model):
-    "The modules of `model` whose `training` flag switches only their dropout: `dropout_modules`, `SWITCHABLE` ones, `AttentionDropout`."
+    "The modules of `model` whose `training` flag switches only their dropout: `dropout_modules`, `SWITCHABLE` and `AttentionDropout` ones, rate switches (`_rate_switch`)."
     return [m for m in model.modules() if _samples(m)]
 
 @contextlib.contextmanager
@@ -70,6 +70,40 @@ def seeded(seed, device=None):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+# %% ../nbs/05_distillation.ipynb #40db42fd
+def _attr_path(node):
+    "('a', 'b') for the expression `self.a.b`; None for any other expression."
+    path = []
+    while isinstance(node, ast.Attribute): path.append(node.attr); node = node.value
+    return tuple(reversed(path)) if isinstance(node, ast.Name) and node.id == 'self' and path else None
+
+@functools.lru_cache(maxsize=None)
+def _rate_switch(cls):
+    """The rates (attribute paths) `cls.forward` selects with its own flag, as in `0.0 if not self.training else
+    self.dropout.p`; None where the flag is read in any other way, or not at all, or the source cannot be read."""
+    if cls.__module__.split('.')[0] == 'torch' or getattr(cls, 'forward', None) is None: return None
+    try: tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(cls.forward))))
+    except (OSError, TypeError, SyntaxError): return None
+    parent, rates = {c: n for n in ast.walk(tree) for c in ast.iter_child_nodes(n)}, []
+    for node in ast.walk(tree):
+        if _attr_path(node) != ('training',): continue
+        test = parent[node] if isinstance(parent.get(node), ast.UnaryOp) and isinstance(parent[node].op, ast.Not) else node
+        choice = parent.get(test)
+        if not (isinstance(choice, ast.IfExp) and choice.test is test): return None
+        on, off = (choice.orelse, choice.body) if test is not node else (choice.body, choice.orelse)
+        if not (isinstance(off, ast.Constant) and type(off.value) in (int, float) and off.value == 0): return None
+        if _attr_path(on) is None: return None
+        rates.append(_attr_path(on))
+    return tuple(rates) or None
+
+def _rate_samples(m):
+    "Is `m` a rate switch (`_rate_switch`) with a rate above 0?"
+    def rate(path):
+        try: v = functools.reduce(getattr, path, m)
+        except AttributeError: return 0.0
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0
+    return any(rate(q) > 0 for q in _rate_switch(type(m)) or ())
 
 # %% ../nbs/05_distillation.ipynb #4c699c64
 FUNCTIONAL_DROPOUT = {F.dropout: nn.Dropout, torch.dropout: nn.Dropout, F.dropout1d: nn.Dropout1d,
@@ -132,6 +166,8 @@ def _sdpa_args(node):
 
 
 # %% ../nbs/05_distillation.ipynb #4793df05
+class _Untraceable(ValueError): "torch.fx cannot trace the model's forward."
+
 def _trace(model, training):
     "torch.fx graph of `model`'s forward traced with every module's flag set to `training` (flags restored)."
     flags = [(m, m.training) for m in model.modules()]
@@ -139,14 +175,16 @@ def _trace(model, training):
         model.train(training)
         return fx.Tracer().trace(model)
     except Exception as e:
-        raise ValueError(f"model ({type(model).__name__}) cannot be traced by torch.fx, so its dropouts cannot be "
+        raise _Untraceable(f"model ({type(model).__name__}) cannot be traced by torch.fx, so its dropouts cannot be "
                          f"found and switched: {type(e).__name__}: {e}") from e
     finally:
         for m, f in flags: m.training = f
 
 def _dropout_net(model, name='model'):
     "`switchable_dropout(model)`, refused when it holds no dropout with p > 0 (sampling would repeat one pass)."
-    net = switchable_dropout(model)
+    net = _switchable(model)
+    if isinstance(net, _Untraced) and not sampling_modules(net):
+        raise ValueError(f"{name}: {net.reason}; run as it is, it holds no dropout with p > 0 that a flag of its own switches")
     if not sampling_modules(net):
         raise ValueError(f"{name} has no dropout with p > 0 (supported: {SUPPORTED_DROPOUT}, or dropout inside {_SWITCHABLE_NAMES}): every sampled net "
                          "would be the same net; use standard_predict for a net without dropout")
@@ -227,8 +265,52 @@ def switchable_dropout(model:nn.Module, # any module whose forward torch.fx can 
     gm._switchable_dropout = True
     return gm
 
+# %% ../nbs/05_distillation.ipynb #ef1d8414
+class _Untraced(nn.Module):
+    "A model torch.fx cannot trace (`reason`), run as it is; `dropout_mode` switches its `sampling_modules`."
+    def __init__(self, model, reason): super().__init__(); self.model, self.reason = model, reason
+    def forward(self, *args, **kwargs): return self.model(*args, **kwargs)
+
+def _switchable(model):
+    "`switchable_dropout(model)`, or `model` run as it is (`_Untraced`) where torch.fx cannot trace it."
+    try: return switchable_dropout(model)
+    except _Untraceable as e: return _Untraced(model, str(e))
+
+@functools.lru_cache(maxsize=None)
+def _reads_training(cls):
+    if cls.__module__.split('.')[0] == 'torch': return False
+    try: return 'training' in inspect.getsource(inspect.unwrap(cls.forward))
+    except (OSError, TypeError): return False
+
+def _set_rng_state(device, state):
+    dev = torch.device(device) if device is not None else torch.device('cpu')
+    if dev.type == 'cpu': torch.set_rng_state(state)
+    elif dev.type == 'cuda': torch.cuda.set_rng_state(state, dev)
+
+def _like_training(net, b, device):
+    """The first sampled pass of an `_Untraced` net, refused unless it draws the random numbers a pass in training
+    mode draws from the same state of the generator (then each dropout that samples in training samples)."""
+    start = _rng_state(device)
+    flags, bufs = [(m, m.training) for m in net.modules()], [(x, x.clone()) for x in net.buffers()]
+    try:
+        net.train(); _forward(net, b); trained = _rng_state(device)
+    finally:
+        for m, f in flags: m.training = f
+        for x, c in bufs: x.copy_(c)
+    if start is None: return _forward(net, b)
+    _set_rng_state(device, start)
+    out = _forward(net, b)
+    if not torch.equal(trained, _rng_state(device)):
+        on = {id(m) for m in sampling_modules(net)}
+        odd = [f"{n!r} ({type(m).__name__})" for n, m in net.model.named_modules() if id(m) not in on and _reads_training(type(m))]
+        raise ValueError("a sampled pass of the model draws other random numbers than a pass in training mode, so some of its "
+                         "dropout is not switched by a flag of its own" + (f"; modules reading their flag otherwise: "
+                         f"{', '.join(odd[:4])}" if odd else ""))
+    return out
+
 # %% ../nbs/05_distillation.ipynb #b6f6138d
 OUTPUTS = ('probs', 'raw')
+INTEGER_INPUTS = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 def _check_output(output):
     if output not in OUTPUTS: raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
@@ -242,10 +324,12 @@ def _check_model(model, name='model'):
     if not isinstance(model, nn.Module): raise ValueError(f"{name} must be a torch.nn.Module; got {type(model).__name__}")
 
 def _check_inputs(model, x, name='x'):
-    "`x` must be a finite floating-point torch tensor, batch first, of the dtype of `model`'s parameters."
+    "`x`: a torch tensor, batch first: floating point (finite, the dtype of `model`'s parameters) or integer (token ids)."
     if not torch.is_tensor(x): raise ValueError(f"{name} must be a torch tensor of inputs, batch first; got {type(x).__name__}")
-    if not x.is_floating_point(): raise ValueError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+    if not (x.is_floating_point() or x.dtype in INTEGER_INPUTS):
+        raise ValueError(f"{name} must be a floating-point tensor, or an integer tensor of token ids; got dtype {x.dtype}")
     if x.dim() < 2: raise ValueError(f"{name} must have a batch axis first, shape (n, ...); got shape {tuple(x.shape)}")
+    if not x.is_floating_point(): return x                      # ids: the model's embedding checks their range
     w = next(iter(model.parameters()), None)
     if w is not None and w.dtype != x.dtype:
         raise ValueError(f"{name} has dtype {x.dtype} but the model's parameters are {w.dtype}; convert one of them "
@@ -274,7 +358,7 @@ def standard_predict(model:nn.Module, # any net whose forward torch.fx can trace
                     )->torch.Tensor: # the outputs, shape (n, ...)
     "Standard dropout (weight scaling): one pass with every gate at its mean, i.e. dropout off."
     _check_model(model); _check_output(output); _check_inputs(model, x)
-    net = switchable_dropout(model)
+    net = _switchable(model)
     with torch.no_grad(), dropout_mode(net, sample=False):
         return torch.cat([to_output(_forward(net, b), output) for b in _batches(x, batch_size)])
 
@@ -288,6 +372,7 @@ def _rng_state(device):
 def _sampled_pass(net, b, device):
     """`net(b)` (a first sampled pass), refused when it drew no random number: then nothing sampled, and a second
     pass would repeat it exactly (two passes of one net can also agree by chance, so the generator decides)."""
+    if isinstance(net, _Untraced): return _like_training(net, b, device)
     before = _rng_state(device)
     out = _forward(net, b)
     if before is not None and torch.equal(before, _rng_state(device)):
@@ -348,7 +433,9 @@ def enumerate_dropout(model:nn.Module, # a dropout net with few droppable units
     "The outputs of `model` on `x` for every gate configuration, and each configuration's probability."
     _check_model(model); _check_output(output); _check_inputs(model, x)
     net = _dropout_net(model)
-    inner = [type(m).__name__ for m in sampling_modules(net) if isinstance(m, (nn.MultiheadAttention, nn.RNNBase, AttentionDropout))]
+    if isinstance(net, _Untraced): raise ValueError(f"{net.reason}; enumeration needs every gate found: use mc_predict")
+    inner = [type(m).__name__ for m in sampling_modules(net) if isinstance(m, (nn.MultiheadAttention, nn.RNNBase, AttentionDropout))
+             or _rate_switch(type(m))]
     if inner: raise ValueError(f"model holds dropout inside {', '.join(sorted(set(inner)))}, whose gates cannot be "
                                "enumerated one by one; use mc_predict")
     shapes = _gate_shapes(net, x)
@@ -509,7 +596,7 @@ def _make_target(target, teacher, output):
     if target == 'moments': return moment_teacher(teacher, output)
     if target not in ('mc', 'standard'):
         raise ValueError(f"target must be 'mc', 'standard', 'moments' or a callable; got {target!r}")
-    net, checked = switchable_dropout(teacher), []
+    net, checked = _switchable(teacher), []
     def teacher_target(x):
         with dropout_mode(net, sample=target == 'mc'):
             if target == 'mc' and not checked: checked.append(True); return to_output(_sampled_pass(net, x, x.device), output)
