@@ -18,11 +18,11 @@ from .progress import progress_bar
 
 # %% auto #0
 __all__ = ['DROPOUT_TYPES', 'SWITCHABLE', 'FUNCTIONAL_DROPOUT', 'RANDOM_FUNCTIONS', 'RANDOM_METHODS', 'SUPPORTED_DROPOUT',
-           'SDPA_ARGS', 'OUTPUTS', 'INTEGER_INPUTS', 'dropout_modules', 'sampling_modules', 'dropout_mode', 'seeded',
-           'AttentionDropout', 'switchable_dropout', 'to_output', 'standard_predict', 'mc_predict', 'enumerate_dropout',
-           'exact_predict', 'sq_loss', 'kl_loss', 'l1_loss', 'neg_entropy', 'sq_norm', 'exact_objectives', 'jensen_gap',
-           'check_bregman_constant', 'check_convex_bound', 'random_teacher', 'random_students', 'moment_teacher',
-           'distill', 'mlp', 'scores', 'train_classifier']
+           'SDPA_ARGS', 'OUTPUTS', 'INTEGER_INPUTS', 'BATCHED', 'dropout_modules', 'sampling_modules', 'dropout_mode',
+           'seeded', 'AttentionDropout', 'switchable_dropout', 'to_output', 'standard_predict', 'sample_seeds',
+           'each_seed', 'mc_predict', 'enumerate_dropout', 'exact_predict', 'sq_loss', 'kl_loss', 'l1_loss',
+           'neg_entropy', 'sq_norm', 'exact_objectives', 'jensen_gap', 'check_bregman_constant', 'check_convex_bound',
+           'random_teacher', 'random_students', 'moment_teacher', 'distill', 'mlp', 'scores', 'train_classifier']
 
 # %% ../nbs/05_distillation.ipynb #44b513ae
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -381,27 +381,165 @@ def _sampled_pass(net, b, device):
                          "a fused inference path?): two sampled nets would be identical")
     return out
 
+# %% ../nbs/05_distillation.ipynb #5a88d7de
+def sample_seeds(seed:int|None, # the seed of `mc_predict`; None: drawn from torch's global stream (which goes on)
+                 n_samples:int, # sampled nets
+                )->list: # one seed per sampled net, in [0, 2**63)
+    "The seed of each sampled net: net s draws all its gates, layer after layer, from torch's generator seeded with `sample_seeds(seed, S)[s]`."
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise ValueError(f"seed must be an integer or None; got {seed!r}")
+    base = int(torch.randint(0, 2**62, ())) if seed is None else int(seed) % 2**64
+    return [int(np.random.SeedSequence([base, s]).generate_state(1, np.uint64)[0] >> np.uint64(1)) for s in range(int(n_samples))]
+
+def each_seed(seed:int|None, # the seed of `mc_predict`
+              n_samples:int, # sampled nets
+              device=None, # the device whose generator samples, besides the CPU's
+             ): # yields s = 0, 1, ... with torch's generator forked and in the state of sampled net s
+    "Run the body of a loop once per sampled net of `mc_predict(seed=seed)`, torch's generator seeded for that net: the loop by hand."
+    for s, seed_s in enumerate(sample_seeds(seed, n_samples)):
+        with seeded(seed_s, device): yield s
+
+def _streams(seeds, device):
+    "The start state of each sampled net's generator on `device`: a generator seeded with each seed (torch's own untouched)."
+    dev = torch.device(device) if device is not None else torch.device('cpu')
+    return [torch.Generator(dev).manual_seed(s).get_state() for s in seeds]
+
+@contextlib.contextmanager
+def _per_copy_gates(net, states, device):
+    """Each dropout module of `net` cuts its input into `len(states)` equal blocks along dim 0 (the copies of a repeated
+    batch) and draws block j's gates with the generator in state `states[j]`, which it advances in place."""
+    def per_copy(m, forward):
+        def run(x):
+            k = len(states)
+            if x.shape[0] % k:
+                raise ValueError(f"dropout module {type(m).__name__} got {x.shape[0]} rows, not a multiple of the {k} copies")
+            outs = []
+            for j, xj in enumerate(x.chunk(k)):
+                _set_rng_state(device, states[j]); outs.append(forward(xj)); states[j] = _rng_state(device)
+            return torch.cat(outs)
+        return run
+    mods = dropout_modules(net)
+    try:
+        for m in mods: m.forward = per_copy(m, m.forward)
+        yield
+    finally:
+        for m in mods: m.__dict__.pop('forward', None)
+
+# %% ../nbs/05_distillation.ipynb #611626d6
+BATCHED = (True, False, 'auto')
+
+def _couples_rows(m):
+    "Why module `m`, in eval mode, mixes the rows along dim 0 of its input (None if its type says it does not)."
+    if isinstance(m, (nn.RNNBase, nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)) \
+       and not getattr(m, 'batch_first', getattr(getattr(m, 'self_attn', None), 'batch_first', False)):
+        return 'batch_first=False: dim 0 is the sequence'
+    if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.running_mean is None or not m.track_running_stats):
+        return 'no running statistics: it normalises by the statistics of the batch'
+    return None
+
+def _kernel_gates(net):
+    "The sampling modules of `net` whose gates torch draws inside a kernel (attention, recurrent, Transformer layers)."
+    return [m for m in sampling_modules(net) if not isinstance(m, DROPOUT_TYPES)]
+
+# %% ../nbs/05_distillation.ipynb #b9a83fdd
+class _Peak(fx.Interpreter):
+    "Runs a GraphModule and records the largest tensor any node returns, in bytes."
+    peak = 0
+    def run_node(self, n):
+        out = super().run_node(n)
+        if torch.is_tensor(out): self.peak = max(self.peak, out.numel() * out.element_size())
+        return out
+
+def _rows_in(net, x, run):
+    "(run(x), the dim-0 size of each dropout module's input during it)."
+    sizes, hooks = [], [m.register_forward_pre_hook(lambda m, a: sizes.append(a[0].shape[0])) for m in dropout_modules(net)]
+    try: return run(x), sizes
+    finally:
+        for h in hooks: h.remove()
+
+def _batch_check(net, x, rows=8):
+    """(why `net` cannot take `x` repeated along dim 0, or None; bytes of activation per input row). Dropout off: no
+    module may mix rows, two inputs passed together must give each its own output, every dropout's input must grow with them."""
+    why = [f"{name or 'model'} ({type(m).__name__}): {r}" for name, m in net.named_modules() if (r := _couples_rows(m))]
+    why += [f"{type(m).__name__}: its gates are drawn inside torch's kernel, not per copy" for m in _kernel_gates(net)]
+    if why: return '; '.join(why), 0
+    if not isinstance(net, fx.GraphModule): return 'torch.fx cannot trace the model, so whether it mixes rows cannot be told', 0
+    x0, peak = x[:rows], _Peak(net)
+    with torch.no_grad(), dropout_mode(net, sample=False):
+        (y, n1), (y2, n2) = _rows_in(net, x0, lambda v: _forward(net, v)), _rows_in(net, torch.cat([x0, x0.flip(0)]), peak.run)
+    if not (torch.is_tensor(y) and torch.is_tensor(y2)): return 'the output is not one tensor', 0
+    if y.shape[0] != len(x0) or y2.shape != (2 * len(x0), *y.shape[1:]):
+        return f"the output's dim 0 is not the batch ({tuple(y.shape)} for {len(x0)} rows, {tuple(y2.shape)} for {2 * len(x0)})", 0
+    if n2 != [2 * s for s in n1]: return "a dropout's input does not grow with the batch (gates shared by the rows, e.g. on a weight)", 0
+    tol = math.sqrt(torch.finfo(y.dtype).eps) * (1 + float(y.abs().max()))        # round-off of another batch size
+    if float((y2 - torch.cat([y, y.flip(0)])).abs().max()) > tol:
+        return 'two inputs passed together do not give the outputs each gives alone (rows are mixed)', 0
+    return None, 3 * peak.peak / (2 * len(x0))
+
+# %% ../nbs/05_distillation.ipynb #053e22b9
+def _copies(net, x, n_samples, batched, memory):
+    "Sampled nets per pass: 1 (the loop) or as many copies of `x` as `memory` bytes of activations hold."
+    if not (batched is True or batched is False or (isinstance(batched, str) and batched == 'auto')): raise ValueError(f"batched must be one of {BATCHED}; got {batched!r}")
+    if isinstance(memory, bool) or not isinstance(memory, (int, np.integer)) or memory < 1:
+        raise ValueError(f"memory must be a positive integer (bytes); got {memory!r}")
+    if batched is False or n_samples == 1: return 1
+    why, per_row = _batch_check(net, x)
+    if why and batched is True: raise ValueError(f"batched=True, but the model cannot take a repeated batch: {why}; use batched=False or 'auto'")
+    return 1 if why else int(min(n_samples, max(1, memory // max(1, math.ceil(per_row * len(x))))))
+
+def _repeat(b, k):
+    "The batch `b` repeated `k` times along dim 0, copy after copy: rows [s n, (s + 1) n) are copy s."
+    return b.repeat(k, *[1] * (b.dim() - 1))
+
+def _forked(device):
+    "Fork the generators of the CPU and of `device` (restored on exit)."
+    return torch.random.fork_rng(devices=[device.index or 0] if device.type == 'cuda' else [])
+
+def _mc_passes(net, b, states, copies, first=False):
+    """Yield the outputs of the sampled nets on batch `b`, `copies` at a time, shape (k, n, ...): net s draws its gates from
+    the generator state `states[s]`, advanced in place; one pass per net (`copies` = 1) or `b` repeated k times."""
+    device = b.device
+    for start in range(0, len(states), copies):
+        k = min(copies, len(states) - start)
+        if k == 1:
+            _set_rng_state(device, states[start])
+            out = (_sampled_pass(net, b, device) if first else _forward(net, b))[None]
+            states[start] = _rng_state(device)
+        else:
+            block = states[start:start + k]
+            with _per_copy_gates(net, block, device): out = _forward(net, _repeat(b, k))
+            if first and torch.equal(block[0], states[start]):
+                raise ValueError("a sampled pass of the model drew no dropout gates: two sampled nets would be identical")
+            states[start:start + k] = block
+            out = out.reshape(k, len(b), *out.shape[1:])
+        first = False
+        yield out
+
+# %% ../nbs/05_distillation.ipynb #23790e29
 def mc_predict(model:nn.Module, # a dropout net whose forward torch.fx can trace
                x:torch.Tensor, # inputs, batch first
                n_samples:int=100, # sampled nets averaged
                output:str='probs', # 'probs': average the softmax outputs; 'raw': the raw outputs
-               seed:int|None=None, # seeds the gates (torch's global RNG, forked); None: the global stream goes on
+               seed:int|None=None, # seeds the gates (`sample_seeds`); None: seeds drawn from torch's global stream
                batch_size:int|None=None, # predict `x` in batches of this size (None: one batch)
                progress:bool|None=None, # a bar over the batches: None on a terminal only, True/False force it
+               batched:bool|str='auto', # nets sampled as copies of the batch in one pass: True, False (a pass each), 'auto'
+               memory:int=2**28, # bytes of activations a pass of copies may take (256 MiB)
               )->torch.Tensor: # the averaged outputs, shape (n, ...)
     "MC dropout: the average of `n_samples` sampled nets' outputs, only the dropouts sampling."
     _check_model(model); _check_output(output); _check_inputs(model, x)
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}")
-    net, batches = _dropout_net(model), _batches(x, batch_size)
-    with torch.no_grad(), dropout_mode(net, sample=True), seeded(seed, getattr(x, 'device', None)), \
-         progress_bar(len(batches), f'MC-{int(n_samples)} predict', progress) as bar:
-        outs = []
-        for i, b in enumerate(batches):
-            acc = to_output(_sampled_pass(net, b, b.device) if i == 0 else _forward(net, b), output)
-            for _ in range(int(n_samples) - 1): acc = acc + to_output(net(b), output)
-            outs.append(acc / int(n_samples))
-            bar.update()
+    net, batches, seeds = _dropout_net(model), _batches(x, batch_size), sample_seeds(seed, n_samples)
+    with torch.no_grad():
+        copies, states, outs = _copies(net, batches[0], int(n_samples), batched, memory), _streams(seeds, x.device), []
+        with dropout_mode(net, sample=True), _forked(x.device), \
+             progress_bar(len(batches), f'MC-{int(n_samples)} predict', progress) as bar:
+            for i, b in enumerate(batches):
+                acc = None
+                for block in _mc_passes(net, b, states, copies, first=i == 0):
+                    for o in block: acc = to_output(o, output) if acc is None else acc + to_output(o, output)
+                outs.append(acc / int(n_samples)); bar.update()
         return torch.cat(outs)
 
 # %% ../nbs/05_distillation.ipynb #5eaf6309

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn, fx
 from .moments import unscented_points
 from .propagation import Moments, ChannelGated, moments_of, moment_propagation
-from .distill import switchable_dropout, dropout_mode, sampling_modules, seeded, standard_predict
+from .distill import (switchable_dropout, dropout_mode, sampling_modules, standard_predict, sample_seeds,
+                                    _copies, _streams, _forked, _mc_passes)
 
 # %% auto #0
 __all__ = ['COV_OUTPUTS', 'UNSCENTED_BOUND', 'QMC_BOUND', 'METHODS', 'dropout_noise_var', 'linearised_var', 'Source',
@@ -269,21 +270,19 @@ def as_logits(out, final):
 def mc_outputs(model:nn.Module, # a dropout net whose forward torch.fx can trace
                x:torch.Tensor, # inputs, batch first
                n_samples:int=100, # sampled masks
-               seed:int=0, # seeds the masks (torch's global RNG, forked)
-               chunk:int=4096, # rows per forward pass (masks × examples)
+               seed:int=0, # seeds the masks (`sample_seeds`: sampled net s is the one `mc_predict` averages)
+               batched:bool|str='auto', # sampled nets as copies of `x` in one pass: True, False (a pass each), 'auto'
+               memory:int=2**28, # bytes of activations a pass of copies may take
               )->torch.Tensor: # the logits (centred after a final softmax), (n_samples, N, K)
-    "Every sampled net's logits on `x`, several masks per forward pass (`x` repeated), only the dropouts sampling."
+    "Every sampled net's logits on `x`, several nets per forward pass where the model can take `x` repeated (chapter 05)."
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1: raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}")
     net = switchable_dropout(model)
     if not sampling_modules(net): raise ValueError("model has no dropout with p > 0 (nor attention or recurrent layers that drop): every sampled net is the same net")
-    final, outs = final_softmax(net), []
-    reps = max(1, min(n_samples, chunk // max(len(x), 1)))
-    with torch.no_grad(), dropout_mode(net, sample=True), seeded(seed, x.device):
-        for start in range(0, n_samples, reps):
-            k = min(reps, n_samples - start)
-            out = net(x.repeat(k, *([1] * (x.dim() - 1))))
-            outs.append(as_logits(out, final).reshape(k, len(x), *out.shape[1:]))
-    return torch.cat(outs)
+    final = final_softmax(net)
+    with torch.no_grad():
+        copies, states = _copies(net, x, n_samples, batched, memory), _streams(sample_seeds(seed, n_samples), x.device)
+        with dropout_mode(net, sample=True), _forked(x.device):
+            return torch.cat([as_logits(o, final) for o in _mc_passes(net, x, states, copies, first=True)])
 
 # %% ../nbs/04c_uncertainty.ipynb #a3f1c026
 METHODS = ('standard', 'mc', 'moments', 'moments_cov', 'distilled')

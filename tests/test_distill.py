@@ -17,9 +17,9 @@ from torch import nn
 import torch.nn.functional as F
 
 from fastdropout_nb.distill import (check_bregman_constant, check_convex_bound,
-                                    distill, dropout_mode, enumerate_dropout, exact_objectives, exact_predict,
+                                    distill, dropout_mode, each_seed, enumerate_dropout, exact_objectives, exact_predict,
                                     jensen_gap, kl_loss, l1_loss, mc_predict, moment_teacher, neg_entropy,
-                                    random_students, random_teacher, seeded, sq_loss, sq_norm,
+                                    random_students, random_teacher, sq_loss, sq_norm,
                                     standard_predict, switchable_dropout, dropout_modules)
 from fastdropout_nb.testing import assert_mc_close
 
@@ -277,8 +277,8 @@ def test_mc_predict_on_functional_dropout_equals_a_hand_written_average():
     assert all(m.training for m in net.modules())                 # flags restored
     assert _same(_bn_state(net), bn0)                               # running statistics unchanged
     net.bn.eval()                                                   # by hand: the root's flag drives F.dropout
-    with torch.no_grad(), seeded(11):
-        draws = torch.stack([net(x).softmax(1) for _ in range(n)])
+    with torch.no_grad():                                           # sampled net s: one pass under its own seed
+        draws = torch.stack([net(x).softmax(1) for _ in each_seed(11, n)])
     net.train()
     torch.testing.assert_close(mc, draws.mean(0), rtol=0, atol=1e-6)
     std = standard_predict(net, x)
@@ -452,8 +452,8 @@ def test_every_entry_point_on_a_zoo_net(name):
     assert len(probs) == 2 ** units
     exact = exact_predict(net, x, 'raw')
     sw = switchable_dropout(net)
-    with torch.no_grad(), dropout_mode(sw), seeded(0):
-        draws = torch.stack([sw(x) for _ in range(1000)])
+    with torch.no_grad(), dropout_mode(sw):
+        draws = torch.stack([sw(x) for _ in each_seed(0, 1000)])
     assert_mc_close(draws.numpy(), exact.numpy(), k=5, what=f'{name}: MC vs exact')
     torch.testing.assert_close(mc_predict(net, x, 1000, "raw", seed=0), draws.mean(0), rtol=0, atol=1e-10)
     assert float((exact_predict(net, x) - standard_predict(net, x)).abs().max()) > 1e-6   # softmax: not weight scaling
@@ -522,7 +522,7 @@ def test_mc_predict_on_the_propagation_zoo_equals_a_hand_written_average():
         mc, std = mc_predict(net, x, 30, seed=1), standard_predict(net, x)
         for m in net.modules():
             m.training = isinstance(m, nn.modules.dropout._DropoutNd) or not type(m).__module__.startswith('torch.nn')
-        with torch.no_grad(), seeded(1): by_hand = sum(net(x).softmax(1) for _ in range(30)) / 30
+        with torch.no_grad(): by_hand = sum(net(x).softmax(1) for _ in each_seed(1, 30)) / 30
         net.eval()
         torch.testing.assert_close(mc, by_hand, rtol=0, atol=1e-6, msg=lambda m: f'{name}: {m}')
         assert float((mc - std).abs().max()) > 1e-4, name

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 from fastdropout_nb import distill as D
-from fastdropout_nb.distill import distill, mc_predict, seeded, standard_predict, sampling_modules, exact_predict
+from fastdropout_nb.distill import distill, each_seed, mc_predict, standard_predict, sampling_modules, exact_predict
 
 torch.set_num_threads(1)
 
@@ -58,7 +58,7 @@ def _by_hand(net, x, n, seed):
     net.eval()
     for m in _sampling(net): m.training = True
     try:
-        with torch.no_grad(), seeded(seed): return sum(net(x).softmax(1) for _ in range(n)) / n
+        with torch.no_grad(): return sum(net(x).softmax(1) for _ in each_seed(seed, n)) / n
     finally: net.eval()
 
 
@@ -167,7 +167,7 @@ def _train_samples(net, x, n, seed, p_attn):
     p, net.p = net.p, p_attn
     net.train()
     try:
-        with torch.no_grad(), seeded(seed): return torch.stack([net(x).softmax(1) for _ in range(n)])
+        with torch.no_grad(): return torch.stack([net(x).softmax(1) for _ in each_seed(seed, n)])
     finally: net.eval(); net.p = p
 
 
