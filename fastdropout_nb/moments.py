@@ -107,9 +107,13 @@ class Identity:
     k: int = None      # holds only for a Gaussian vector of this length
 
 # %% ../nbs/01_closed_forms.ipynb #d93f746a
+_RESOLVED = {}
+
 def _resolve(ref):
-    "A function given directly, or named as `(module, name)` of this package (a function further down this module): found when first used."
-    return getattr(importlib.import_module(f'fastdropout_nb.{ref[0]}'), ref[1]) if isinstance(ref, tuple) else ref
+    "A function given directly, or named as `(module, name)` of this package (a function further down this module): found when first used, then kept."
+    if not isinstance(ref, tuple): return ref
+    if ref not in _RESOLVED: _RESOLVED[ref] = getattr(importlib.import_module(f'fastdropout_nb.{ref[0]}'), ref[1])
+    return _RESOLVED[ref]                               # kept: no import machinery per call (torch.compile cannot trace it)
 
 @dataclass(frozen=True)
 class Activation:
@@ -499,6 +503,15 @@ def gauss_hermite_expect(f, mu, var, n=20):
     y = mu + np.sqrt(2) * _safe_sqrt(o, var) * x
     return o.sum(w * f(y), axis=0)
 
+_NODES = {}
+
+def _kept_nodes(n, eps):
+    "The (y_i, w_i) of `n`-node Gauss–Hermite (y = √2 x) whose w_i (1 + y_i²), a bound on node i's share of both sums, reaches eps/100."
+    if (n, eps) not in _NODES:                        # plain floats, kept: torch.compile reads them as constants
+        x, w = _hermgauss(n)
+        _NODES[(n, eps)] = tuple((float(np.sqrt(2) * xi), float(wi)) for xi, wi in zip(x, w) if wi * (1 + 2 * xi * xi) >= eps / 100)
+    return _NODES[(n, eps)]
+
 def quadrature_moments(f, # an element-wise function of a tensor
                        mean, # the input's mean (a tensor)
                        var, # its variance, same shape
@@ -508,13 +521,11 @@ def quadrature_moments(f, # an element-wise function of a tensor
     """`(mean, var)` of f(Y), Y ~ N(`mean`, `var`) element-wise for tensors, by `n`-node Gauss–Hermite quadrature; `first`
     replaces the quadrature mean by a closed form. The variance is E[(f − c)²] − (E f − c)², c = f(mean). One node at a
     time, accumulated in place (no n-fold copy of the input); nodes whose weight cannot reach the dtype's precision skipped."""
-    x, w = _hermgauss(int(n))
-    x = np.sqrt(2) * x
-    keep = w * (1 + x * x) >= torch.finfo(mean.dtype).eps / 100      # w_i (1 + y_i²) bounds node i's share of both sums
+    nodes = _kept_nodes(int(n), torch.finfo(mean.dtype).eps)
     std, c = var.clamp_min(0).sqrt(), f(mean)
     grad, s1, s2 = torch.is_grad_enabled(), 0.0, 0.0
     y = None if grad else torch.empty(torch.broadcast_shapes(mean.shape, std.shape), dtype=mean.dtype, device=mean.device)
-    for xi, wi in zip(x[keep].tolist(), w[keep].tolist()):
+    for xi, wi in nodes:
         if grad:
             d = f(torch.add(mean, std, alpha=xi)) - c                   # f(y_i) − c
             s1, s2 = s1 + wi * d, s2 + wi * d * d
