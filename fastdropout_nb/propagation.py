@@ -8,7 +8,7 @@ Docs: https://fastdropout-nb.github.io/fastdropout_nb/propagation.html.md"""
 
 # %% ../nbs/04b_propagation.ipynb #d82b5b48
 from __future__ import annotations
-import builtins, functools, math, operator
+import builtins, functools, math, operator, weakref
 from functools import lru_cache
 import numpy as np
 import torch
@@ -17,14 +17,14 @@ from torch import nn, fx
 from .moments import sigmoid_mean, softmax_mean, activations, quadrature_moments, relu_moments_fast
 
 # %% auto #0
-__all__ = ['relu_rule', 'SUPPORTED', 'OUTPUTS', 'Moments', 'moments_of', 'dropout_rule', 'linear_rule', 'conv_rule',
-           'batchnorm_rule', 'avg_pool_rule', 'adaptive_avg_pool_rule', 'reduce_rule', 'scale_rule', 'add_rule',
-           'structure_rule', 'cat_rule', 'activation_rule', 'elementwise_rule', 'max_moments_fast', 'max_pool_rule',
-           'ChannelGated', 'channel_moments', 'channel_dropout_rule', 'gated_conv_rule', 'gated_linear_rule',
-           'gated_flatten', 'gated_reshape', 'Traced', 'traced_step', 'traced_dropout', 'MomentPropagation',
-           'moment_propagation', 'MnistExample', 'BatchNormMLP', 'ResidualBlock', 'ResidualMLP', 'GeluSiluMLP',
-           'AvgPoolLeaky', 'ChannelDropoutNet', 'zoo_models', 'mc_average', 'propagation_scores',
-           'batchnorm_batch_stats', 'update_batchnorm', 'fast_dropout_fit']
+__all__ = ['relu_rule', 'SUPPORTED', 'OUTPUTS', 'Moments', 'moments_of', 'dropout_rule', 'squared_weight', 'linear_rule',
+           'conv_rule', 'batchnorm_rule', 'avg_pool_rule', 'adaptive_avg_pool_rule', 'reduce_rule', 'scale_rule',
+           'add_rule', 'structure_rule', 'cat_rule', 'activation_rule', 'elementwise_rule', 'max_moments_fast',
+           'max_pool_rule', 'ChannelGated', 'channel_moments', 'channel_dropout_rule', 'gated_conv_rule',
+           'gated_linear_rule', 'gated_flatten', 'gated_reshape', 'Traced', 'traced_step', 'traced_dropout',
+           'unscented_softmax', 'MomentPropagation', 'moment_propagation', 'MnistExample', 'BatchNormMLP',
+           'ResidualBlock', 'ResidualMLP', 'GeluSiluMLP', 'AvgPoolLeaky', 'ChannelDropoutNet', 'zoo_models',
+           'mc_average', 'propagation_scores', 'batchnorm_batch_stats', 'update_batchnorm', 'fast_dropout_fit']
 
 # %% ../nbs/04b_propagation.ipynb #027cbdd6
 class Moments:
@@ -44,21 +44,33 @@ def moments_of(x):
 def dropout_rule(x, p):
     "Inverted dropout (drop rate `p`) of independent entries: the mean is kept, var → (var + mean² p) / q."
     mean, var = moments_of(x)
-    return Moments(mean, (var + mean * mean * p) / (1.0 - p))
+    return Moments(mean, torch.addcmul(var, mean, mean, value=p).div_(1.0 - p))
 
 # %% ../nbs/04b_propagation.ipynb #99c14069
 _CONV_FN = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
+_SQUARES = {}                     # id(w) -> (weak reference to w, its version and storage, w ∘ w)
+
+def squared_weight(w):
+    "w ∘ w, computed once per version of `w` (kept until an in-place update changes it); afresh where autograd needs it."
+    if (torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling(): return w * w   # compiled: in the graph
+    try: key = (w._version, w.data_ptr(), w.dtype, w.device, w.shape)
+    except RuntimeError: return w * w                               # an inference-mode tensor keeps no version counter
+    hit = _SQUARES.get(id(w))
+    if hit is not None and hit[0]() is w and hit[1] == key: return hit[2]
+    sq = (w * w).detach()
+    _SQUARES[id(w)] = (weakref.ref(w, lambda _, i=id(w): _SQUARES.pop(i, None)), key, sq)
+    return sq
 
 def linear_rule(x, weight, bias=None):
     "`F.linear` of independent inputs: the mean through W, the variance through W∘W."
     mean, var = moments_of(x)
-    return Moments(F.linear(mean, weight, bias), F.linear(var, weight * weight))
+    return Moments(F.linear(mean, weight, bias), F.linear(var, squared_weight(weight)))
 
 def conv_rule(conv, x):
     "`nn.Conv1d/2d/3d` (zero padding) of independent inputs: the mean through the kernel, the variance through its square."
     mean, var = moments_of(x)
     f = lambda t, w, b: _CONV_FN[type(conv)](t, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
-    return Moments(f(mean, conv.weight, conv.bias), f(var, conv.weight * conv.weight, None))
+    return Moments(f(mean, conv.weight, conv.bias), f(var, squared_weight(conv.weight), None))
 
 def batchnorm_rule(bn, x):
     "`nn.BatchNorm1d/2d/3d` with its running statistics: y = a x + b per channel, so var → a² var."
@@ -293,13 +305,14 @@ def traced_step(node, # the graph node
 # %% ../nbs/04b_propagation.ipynb #b6ed2999
 def traced_dropout(p):
     "Dropout inside a segment: x + ε with ε = (g/q − 1) x uncorrelated with everything before, var (p/q)(var + mean²): a new source."
+    source = object()                                    # this dropout's gates, as a key (one node: one run per call)
     def run(x, *a, **k):
         mean, var = moments_of(x)
         out = dropout_rule(x, p)
         bases = dict(_bases(x)) if isinstance(x, Moments) else {}
         n, kk = mean.shape[0], mean[0].numel()
         eye = torch.eye(kk, dtype=mean.dtype, device=mean.device).reshape(kk, *mean.shape[1:])
-        bases[object()] = (eye, ((var + mean * mean) * (p / (1.0 - p))).expand_as(mean).reshape(n, kk))
+        bases[source] = (eye, ((var + mean * mean) * (p / (1.0 - p))).expand_as(mean).reshape(n, kk))
         return Traced(out.mean, out.var, bases)
     return run
 
@@ -407,7 +420,13 @@ def _call_rule(fn, noisy, n):
     if fn in (F.max_pool1d, F.max_pool2d):
         return (lambda x, *a, **k: max_pool_rule(x, 1 if fn is F.max_pool1d else 2, *a, **k)), 'act'
     act = _activation_of(fn)
-    if act is not None: return (lambda x, *a, **k: _activation_rule(act, act.of_call(a, k), n)(x)), 'act'
+    if act is not None:
+        bound = {}                                         # this node's rule, bound once per parameter values it meets
+        def run(x, *a, **k):
+            p = act.of_call(a, k); key = tuple(p.items())
+            try: return (bound.get(key) or bound.setdefault(key, _activation_rule(act, p, n)))(x)
+            except TypeError: return _activation_rule(act, p, n)(x)            # an unhashable parameter value
+        return run, 'act'
     if fn in _ELEMENTWISE_FUNCTIONS or fn in _ELEMENTWISE_METHODS:
         return (lambda x, *a, **k: elementwise_rule(lambda t: call(t, *a, **k), x, n)), 'act'
     if fn in _STRUCT_FUNCTIONS or fn in _STRUCT_METHODS: return (lambda x, *a, **k: structure_rule(call, x, *a, **k)), 'keep'
@@ -660,25 +679,71 @@ def _plan(gm, n=20, elementwise=(), identities=frozenset()):
     _exact_segments(gm, steps, kinds, roles, rates)
     return steps, final, dim, kinds
 
+# %% ../nbs/04b_propagation.ipynb #b1c2d3e5
+def unscented_softmax(mean, # the logits' means, classes on the last axis
+                      var, # their variances, same shape
+                     ):
+    "`moments.softmax_mean(mean, var, 'unscented')` (κ = max(3 − K, 0)) in O(K) per example: one logit moves per sigma point."
+    K = mean.shape[-1]; kappa = max(3.0 - K, 0.0)
+    pos = var > 0
+    s = torch.where(pos, torch.where(pos, var, 1.0).sqrt(), 0.0) * math.sqrt(K + kappa)   # gradient 0, not NaN, at var = 0
+    a = mean - mean.amax(-1, keepdim=True).detach()                     # the largest logit at 0: e in (0, 1]
+    e = a.exp()
+    top = torch.zeros_like(a, dtype=torch.bool).scatter_(-1, a.argmax(-1, keepdim=True), True)   # j: one largest per row
+    rest = torch.where(top, (e * ~top).sum(-1, keepdim=True), e.sum(-1, keepdim=True) - e)       # S_i = Σ_{k≠i} e_k
+    pos = rest > 0
+    log_rest = torch.where(pos, rest, 1.0).log()
+    up = torch.where(pos, torch.sigmoid(a + s - log_rest), 1.0)         # p_i at the point a + s_i e_i
+    dn = torch.where(pos, torch.sigmoid(a - s - log_rest), 1.0)         # p_i at the point a − s_i e_i
+    q = 2.0 - up - dn                                                   # the other classes' share of i's two points
+    c = torch.where(top, 0.0, q / torch.where(top, 1.0, rest))          # q_i / S_i, i ≠ j (S_i ≥ 1 there)
+    qj, sj = (q * top).sum(-1, keepdim=True), torch.where(top, rest, 0.0).sum(-1, keepdim=True)
+    from_j = torch.where(top | (sj <= 0), 0.0, e / torch.where(sj > 0, sj, 1.0) * qj)   # (e_k / S_j) q_j, a ratio <= 1
+    out = (e * (c.sum(-1, keepdim=True) - c) + from_j + up + dn) / (2 * (K + kappa))
+    return out if kappa == 0 else out + (e / e.sum(-1, keepdim=True)) * (kappa / (K + kappa))
+
 # %% ../nbs/04b_propagation.ipynb #e817917f
 OUTPUTS = ('moments', 'mean', 'softmax', 'sigmoid')
 
+class _Slot:
+    "A graph node's value in the twin's program: its position among the steps."
+    __slots__ = ('i',)
+    def __init__(self, i): self.i = i
+
+def _program(steps):
+    """The steps with every node argument replaced by its `_Slot`: (node, runner, args, kwargs), so that a call touches
+    no torch.fx object (the per-node graph walk is done once, and `torch.compile` traces the whole twin as one graph)."""
+    slot = {node: _Slot(i) for i, (node, _) in enumerate(steps)}
+    return [(node, run, tuple(node.target.split('.')), {}) if run == 'get_attr' else (node, run, (), {}) if run == 'placeholder'
+            else (node, run, fx.node.map_arg(node.args, slot.__getitem__), dict(fx.node.map_arg(node.kwargs, slot.__getitem__)))
+            for node, run in steps]
+
+def _fill(a, env):
+    "`a` with every `_Slot` replaced by its value in `env` (through tuples, lists, dicts and slices, as torch.fx maps arguments)."
+    if isinstance(a, _Slot): return env[a.i]
+    if isinstance(a, tuple): return tuple(_fill(x, env) for x in a)
+    if isinstance(a, list): return [_fill(x, env) for x in a]
+    if isinstance(a, dict): return {k: _fill(v, env) for k, v in a.items()}
+    if isinstance(a, slice): return slice(_fill(a.start, env), _fill(a.stop, env), _fill(a.step, env))
+    return a
+
 class MomentPropagation(nn.Module):
     "A dropout net's moment-propagating twin: runs the traced graph on `(mean, var)`; shares the net's parameters."
-    def __init__(self, gm, steps, final, output='moments', softmax_dim=None, kinds=None):
+    def __init__(self, gm, steps, final, output='moments', softmax_dim=None, kinds=None, compile=False):
         super().__init__()
-        self.net, self.output = gm, output
+        self.net, self.output, self.compile = gm, output, compile
         self._steps, self._final, self._dim = steps, final, softmax_dim
         self.kinds = {} if kinds is None else kinds      # node -> 'det', 'drop', 'chan' or 'gauss' (what the node yields)
+        self._program, self._out = _program(steps), [n for n, _ in steps].index(final)
     def _run(self, inputs, hook=None):
         "Run the steps; `hook(node, value)`, when given, sees every node's value and returns the value to go on with."
-        env, it = {}, iter(inputs)
-        for node, run in self._steps:
-            if run == 'placeholder': env[node] = next(it)
-            elif run == 'get_attr': env[node] = functools.reduce(getattr, node.target.split('.'), self.net)
-            else: env[node] = run(*fx.node.map_arg(node.args, env.__getitem__), **fx.node.map_arg(node.kwargs, env.__getitem__))
-            if hook is not None: env[node] = hook(node, env[node])
-        return moments_of(env[self._final])
+        env, it = [None] * len(self._program), iter(inputs)
+        for i, (node, run, args, kwargs) in enumerate(self._program):
+            if run == 'placeholder': value = next(it)
+            elif run == 'get_attr': value = functools.reduce(getattr, args, self.net)
+            else: value = run(*_fill(args, env), **_fill(kwargs, env))
+            env[i] = value if hook is None else hook(node, value)
+        return moments_of(env[self._out])
     def node_moments(self, *inputs):
         "Every noisy node's `(mean, var)` on `inputs`, in graph order (channel-gated values as their element-wise moments)."
         seen = {}
@@ -689,6 +754,12 @@ class MomentPropagation(nn.Module):
         self._run(inputs, record)
         return seen
     def forward(self, *inputs):
+        if not self.compile: return self._forward(*inputs)
+        if '_compiled' not in self.__dict__:                 # one eager call binds every rule, then one graph is traced
+            out = self._forward(*inputs); self.__dict__['_compiled'] = torch.compile(self._forward); return out
+        return self.__dict__['_compiled'](*inputs)
+    def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k != '_compiled'}
+    def _forward(self, *inputs):
         if len(inputs) != sum(1 for _, r in self._steps if r == 'placeholder'):
             raise ValueError(f"the model takes {sum(1 for _, r in self._steps if r == 'placeholder')} inputs; got {len(inputs)}")
         mean, var = self._run(inputs)
@@ -696,9 +767,9 @@ class MomentPropagation(nn.Module):
             raise ValueError(f"the model's final softmax runs over dim {self._dim} of a {mean.dim()}-D output; only the last (class) axis is supported")
         if self.output == 'moments': return mean, var
         if self.output == 'mean': return mean
-        if self.output == 'softmax': return softmax_mean(mean, var, method='unscented')
+        if self.output == 'softmax': return unscented_softmax(mean, var)
         return sigmoid_mean(mean, var)
-    def extra_repr(self): return f"output={self.output!r}, {sum(1 for _, r in self._steps if callable(r))} nodes"
+    def extra_repr(self): return f"output={self.output!r}, {sum(1 for _, r in self._steps if callable(r))} nodes" + (", compiled" if self.compile else "")
 
 # %% ../nbs/04b_propagation.ipynb #344dc435
 def _trace(model, training):
@@ -737,14 +808,16 @@ def moment_propagation(model:nn.Module, # a dropout net whose `forward` torch.fx
                        output:str='moments', # 'moments' (logits' mean, var), 'mean', 'softmax' (E[softmax]) or 'sigmoid'
                        n:int=20, # Gauss–Hermite nodes for element-wise functions without a closed form
                        elementwise:tuple=(), # further module types or functions to treat as element-wise (by quadrature)
+                       compile:bool=False, # run the twin through `torch.compile` (traced on the first call; see § Cost)
                       ) -> MomentPropagation:
     "Deterministic predictor of `model`'s mask-averaged output by moment propagation; shares `model`'s parameters."
     if not isinstance(model, nn.Module): raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if output not in OUTPUTS: raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"n must be a positive integer; got {n!r}")
+    if not isinstance(compile, bool): raise ValueError(f"compile must be True or False; got {compile!r}")
     gm = _trace(model, False)              # the eval branch; F.dropout(..., training=self.training) still records p
     steps, final, dim, kinds = _plan(gm, int(n), tuple(elementwise), _never_dropping(model, gm))
-    return MomentPropagation(gm, steps, final, output, dim, kinds)
+    return MomentPropagation(gm, steps, final, output, dim, kinds, compile)
 
 # %% ../nbs/04b_propagation.ipynb #24703276
 class MnistExample(nn.Module):
