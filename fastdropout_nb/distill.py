@@ -524,7 +524,7 @@ def mc_predict(model:nn.Module, # a dropout net whose forward torch.fx can trace
                batch_size:int|None=None, # predict `x` in batches of this size (None: one batch)
                progress:bool|None=None, # a bar over the batches: None on a terminal only, True/False force it
                batched:bool|str='auto', # nets sampled as copies of the batch in one pass: True, False (a pass each), 'auto'
-               memory:int=2**28, # bytes of activations a pass of copies may take (256 MiB)
+               memory:int=2**24, # bytes of activations a pass of copies may take (16 MiB)
               )->torch.Tensor: # the averaged outputs, shape (n, ...)
     "MC dropout: the average of `n_samples` sampled nets' outputs, only the dropouts sampling."
     _check_model(model); _check_output(output); _check_inputs(model, x)

@@ -272,7 +272,7 @@ def mc_outputs(model:nn.Module, # a dropout net whose forward torch.fx can trace
                n_samples:int=100, # sampled masks
                seed:int=0, # seeds the masks (`sample_seeds`: sampled net s is the one `mc_predict` averages)
                batched:bool|str='auto', # sampled nets as copies of `x` in one pass: True, False (a pass each), 'auto'
-               memory:int=2**28, # bytes of activations a pass of copies may take
+               memory:int=2**24, # bytes of activations a pass of copies may take
               )->torch.Tensor: # the logits (centred after a final softmax), (n_samples, N, K)
     "Every sampled net's logits on `x`, several nets per forward pass where the model can take `x` repeated (chapter 05)."
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1: raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}")
