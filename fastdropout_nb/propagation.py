@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn, fx
-from .moments import sigmoid_mean, softmax_mean, activations, quadrature_moments, relu_moments_fast
+from .moments import sigmoid_mean, softmax_mean, unscented_points, activations, quadrature_moments, relu_moments_fast
 
 # %% auto #0
 __all__ = ['relu_rule', 'SUPPORTED', 'OUTPUTS', 'Moments', 'moments_of', 'dropout_rule', 'squared_weight', 'linear_rule',
@@ -22,9 +22,11 @@ __all__ = ['relu_rule', 'SUPPORTED', 'OUTPUTS', 'Moments', 'moments_of', 'dropou
            'add_rule', 'structure_rule', 'cat_rule', 'activation_rule', 'elementwise_rule', 'max_moments_fast',
            'max_pool_rule', 'ChannelGated', 'channel_moments', 'channel_dropout_rule', 'gated_conv_rule',
            'gated_linear_rule', 'gated_flatten', 'gated_reshape', 'Traced', 'traced_step', 'traced_dropout',
-           'unscented_softmax', 'MomentPropagation', 'moment_propagation', 'MnistExample', 'BatchNormMLP',
-           'ResidualBlock', 'ResidualMLP', 'GeluSiluMLP', 'AvgPoolLeaky', 'ChannelDropoutNet', 'zoo_models',
-           'mc_average', 'propagation_scores', 'batchnorm_batch_stats', 'update_batchnorm', 'fast_dropout_fit']
+           'layer_norm_rule', 'matmul_rule', 'softmax_rule', 'attention_rule', 'sdpa_rule', 'mha_rule',
+           'encoder_layer_rule', 'encoder_rule', 'unscented_softmax', 'MomentPropagation', 'moment_propagation',
+           'MnistExample', 'BatchNormMLP', 'ResidualBlock', 'ResidualMLP', 'GeluSiluMLP', 'AvgPoolLeaky',
+           'ChannelDropoutNet', 'zoo_models', 'mc_average', 'propagation_scores', 'batchnorm_batch_stats',
+           'update_batchnorm', 'fast_dropout_fit']
 
 # %% ../nbs/04b_propagation.ipynb #027cbdd6
 class Moments:
@@ -262,17 +264,25 @@ def _bases(x):
     eye = torch.eye(k, dtype=x.mean.dtype, device=x.mean.device).reshape(k, *x.mean.shape[1:])
     return {x: (eye, x.var.expand_as(x.mean).reshape(n, k))}
 
+def _per_example(b, n, k):
+    "A basis as per-example images (n k, *shape): shared images (k, *shape) repeated for each of the n examples."
+    return b if b.shape[0] == n * k else b.unsqueeze(0).expand(n, *b.shape).reshape(n * k, *b.shape[1:])
+
 def _contract(mean, bases):
-    "Var y = Σ_s (A_s ∘ A_s) var_s: each source's squared basis images weighted by that source's variances, per example."
+    """Var y = Σ_s (A_s ∘ A_s) var_s: each source's squared basis images weighted by that source's variances, per example;
+    images shared by the examples (K, *shape) or per example (N K, *shape: after a noise-free factor that differs per example)."""
     var = 0
-    for b, vs in bases.values(): var = var + (vs @ b.reshape(b.shape[0], -1).square()).reshape(mean.shape)
+    for b, vs in bases.values():
+        n, k = vs.shape
+        if b.shape[0] == k: var = var + (vs @ b.reshape(k, -1).square()).reshape(mean.shape)
+        else: var = var + torch.einsum('nk,nkf->nf', vs, b.reshape(n, k, -1).square()).reshape(mean.shape)
     return var if torch.is_tensor(var) else torch.zeros_like(mean)
 
 # %% ../nbs/04b_propagation.ipynb #91b65082
 class _Basis:
-    "A noisy argument seen from one source: its basis images `b` (None: it does not depend on that source) and its per-example shape."
-    __slots__ = ('b', 'shape')
-    def __init__(self, b, shape): self.b, self.shape = b, shape
+    "A noisy argument seen from one source: its basis images `b` (None: it does not depend on that source), its per-example shape, and the source's examples n and size k."
+    __slots__ = ('b', 'shape', 'n', 'k')
+    def __init__(self, b, shape, n=None, k=None): self.b, self.shape, self.n, self.k = b, shape, n, k
 
 def traced_step(node, # the graph node
                 rule, # its rule (the mean is read from it)
@@ -288,16 +298,18 @@ def traced_step(node, # the graph node
         keys = {k: bv[1] for b in known.values() for k, bv in b.items()}
         mean, bases = out.mean, {}
         for key, vs in keys.items():
-            k = vs.shape[1]
-            if mean.dim() == 0 or mean.shape[0] != vs.shape[0]: _refuse(node, "it mixes the examples of a batch")
-            if k * mean[0].numel() > _BASIS_BUDGET:
+            n, k = vs.shape
+            if mean.dim() == 0 or mean.shape[0] != n: _refuse(node, "it mixes the examples of a batch")
+            per = any(key in b and b[key][0].shape[0] == n * k != k for b in known.values())    # per-example images
+            if (n * k if per else k) * mean[0].numel() > _BASIS_BUDGET:
                 _refuse(node, f"its exact variance needs a basis of {k} × {mean[0].numel()} entries, over the budget of {_BASIS_BUDGET}")
-            sub = lambda a: _Basis(known[a].get(key, (None,))[0], a.mean.shape[1:]) if isinstance(a, Moments) else a
+            img = lambda a: (lambda b: b if b is None or not per else _per_example(b, n, k))(known[a].get(key, (None,))[0])
+            sub = lambda a: _Basis(img(a), a.mean.shape[1:], n, k) if isinstance(a, Moments) else a
             b = basis_fn(*fx.node.map_aggregate(args, sub), **fx.node.map_aggregate(kwargs, sub))
             if b is None: continue
-            if reshape: b = b.reshape(k, *mean.shape[1:])
-            if b.dim() == 0 or b.shape[0] != k: _refuse(node, "it mixes the examples of a batch")
-            if b.shape[1:] != mean.shape[1:]: b = b.broadcast_to(k, *mean.shape[1:])        # a broadcast repeats entries
+            if reshape: b = b.reshape(b.shape[0], *mean.shape[1:])
+            if b.dim() == 0 or b.shape[0] not in (k, n * k): _refuse(node, "it mixes the examples of a batch")
+            if b.shape[1:] != mean.shape[1:]: b = b.broadcast_to(b.shape[0], *mean.shape[1:])   # a broadcast repeats entries
             bases[key] = (b, vs)
         return Traced(mean, _contract(mean, bases), bases)
     return run
@@ -333,6 +345,7 @@ def _affine_part(rule, args, kwargs, b):
 _ADDS, _SUBS = (operator.add, operator.iadd, torch.add, 'add'), (operator.sub, operator.isub, torch.sub, 'sub')
 _MULS, _DIVS = (operator.mul, operator.imul, torch.mul, 'mul'), (operator.truediv, torch.div, 'div')
 _RESHAPES = (torch.flatten, torch.reshape, 'flatten', 'view', 'reshape', nn.Flatten, nn.Unflatten)
+_MATMULS = (operator.matmul, torch.matmul, 'matmul', torch.bmm, 'bmm')
 
 def _basis_fn(node, gm, rule):
     "The homogeneous linear map of a segment node on a basis: biases and noise-free addends dropped, noise-free factors kept."
@@ -362,7 +375,221 @@ def _basis_fn(node, gm, rule):
             return t([x.b if isb(x) and x.b is not None else zero(x.shape if isb(x) else x.shape[1:]) for x in ts], *a, **k)
         return cat
     if t in _RESHAPES: return lambda x, *a, **k: x.b                       # reshaped to the output's per-example shape
+    if t in _MATMULS: return _matmul_basis
     return _generic_basis(rule)
+
+# %% ../nbs/04b_propagation.ipynb #24a25df6
+def layer_norm_rule(x, # the noisy input, normalised over its last len(normalized_shape) axes
+                    normalized_shape, # the normalised axes' sizes (nn.LayerNorm's normalized_shape)
+                    weight=None, bias=None, # the affine part γ, β (applied exactly)
+                    eps:float=1e-5, # added to the variance, as in F.layer_norm
+                   ):
+    """LayerNorm of independent entries. Mean: the normaliser at its expectation, E σ² = mean((E c)²) + (1 − 1/d) mean(var)
+    (c = x − x̄), so E y ≈ ŷ = E c r, r = (E σ² + eps)^(−1/2). Variance: LayerNorm linearised there,
+    ∂y_i/∂x_j = r (δ_ij − (1 + ŷ_i ŷ_j)/d), so var y_i = r² [v_i (1 − 2(1 + ŷ_i²)/d) + (S₀ + 2ŷ_i S₁ + ŷ_i² S₂)/d²],
+    S_k = Σ_j ŷ_j^k v_j. Then γ y + β exactly."""
+    mean, var = moments_of(x)
+    dims = tuple(range(-len(tuple(normalized_shape)), 0))
+    d = math.prod(tuple(normalized_shape))
+    c = mean - mean.mean(dims, keepdim=True)
+    r = torch.rsqrt((c * c).mean(dims, keepdim=True) + var.mean(dims, keepdim=True) * (1 - 1 / d) + eps)
+    y = c * r
+    s = lambda t: (t * var).sum(dims, keepdim=True)
+    v = r * r * (var * (1 - 2 * (1 + y * y) / d) + (s(1.0) + 2 * y * s(y) + y * y * s(y * y)) / (d * d))
+    if weight is not None: y, v = y * weight, v * weight * weight
+    return Moments(y if bias is None else y + bias, v)
+
+# %% ../nbs/04b_propagation.ipynb #e77d9707
+def matmul_rule(a, b):
+    """a @ b of independent noisy factors with independent entries: the mean ma @ mb, the variance
+    va @ (mb² + vb) + ma² @ vb (each term of the contracted sum a product of independent factors)."""
+    (ma, va), (mb, vb) = moments_of(a), moments_of(b)
+    return Moments(ma @ mb, va @ (mb * mb + vb) + (ma * ma) @ vb)
+
+def softmax_rule(x, dim=-1):
+    """Softmax over axis `dim` of independent Gaussian scores at the unscented points of chapter 01 (`unscented_points`):
+    the mean is `softmax_mean(method='unscented')`, the variance Σ w_i s_i² − mean² at the same points."""
+    mean, var = moments_of(x)
+    if not bool((var > 0).any()): return Moments(mean.softmax(dim), torch.zeros_like(mean))
+    m, v = mean.movedim(dim, -1), var.movedim(dim, -1)
+    m = torch.where(torch.isneginf(m), torch.finfo(m.dtype).min, m)      # masked scores: weight exactly 0
+    points, w = unscented_points(m, v)
+    s, w = points.softmax(-1), w.reshape(-1, *([1] * m.dim()))
+    mu = (w * s).sum(0)
+    return Moments(mu.movedim(-1, dim), ((w * s * s).sum(0) - mu * mu).clamp_min(0).movedim(-1, dim))
+
+# %% ../nbs/04b_propagation.ipynb #e283691f
+def _weights_basis(mv, t):
+    "Per-example images of the attention weights' unit vectors e_(h,t,j) in the output: δ_hh' δ_tt' mv[n,h,j,:]."
+    n, h, s, d = mv.shape
+    eh = torch.eye(h, dtype=mv.dtype, device=mv.device)[None, :, None, None, :, None, None]
+    et = torch.eye(t, dtype=mv.dtype, device=mv.device)[None, None, :, None, None, :, None]
+    b = eh * et * mv[:, :, None, :, None, None, :]                          # (n, h, t, s, h, t, d)
+    return b.reshape(n * h * t * s, h, t, d)
+
+def attention_rule(q, k, v, # (N, H, T, d), (N, H, S, d), (N, H, S, d): noisy (`Moments`/`Traced`) or noise-free
+                   p:float=0.0, # dropout rate on the attention weights
+                   mask=None, # additive mask (0 / −inf) broadcastable to the scores (N, H, T, S)
+                   scale=None, # the scores' scale; 1/√d when None
+                  ):
+    """softmax(q kᵀ scale + mask), dropout (rate p) on the weights w, then w @ v, as a `Traced` value: the weights'
+    noise a new source whose images are the value rows (w's entries independent), v's sources through E w, and
+    the product of the two noises (var w @ var v) a source of its own; w taken independent of q, k, v."""
+    scale = 1.0 / math.sqrt(moments_of(q)[0].shape[-1]) if scale is None else scale
+    s = scale_rule(matmul_rule(q, structure_rule(torch.transpose, k, -2, -1)), scale)
+    if mask is not None: s = Moments(s.mean + mask, s.var)
+    w = dropout_rule(softmax_rule(s), p) if p > 0 else softmax_rule(s)
+    (mw, vw), (mv, vv) = moments_of(w), moments_of(v)
+    n, heads, t, src = mw.shape
+    mean, bases = mw @ mv, {}
+    if bool((vw > 0).any()): bases[object()] = (_weights_basis(mv.expand(n, *mv.shape[1:]), t), vw.reshape(n, -1))
+    if isinstance(v, Moments) and bool((vv > 0).any()):
+        for key, (b, vs) in _bases(v).items():
+            kk = vs.shape[1]
+            b = _per_example(b, n, kk).reshape(n, kk, heads, src, -1)
+            bases[key] = ((mw[:, None] @ b).reshape(n * kk, heads, t, -1), vs)
+        eye = torch.eye(mean[0].numel(), dtype=mean.dtype, device=mean.device).reshape(-1, *mean.shape[1:])
+        bases[object()] = (eye, (vw @ vv).reshape(n, -1))
+    return Traced(mean, _contract(mean, bases), bases)
+
+def _map_traced(t, fn, bias=None):
+    "A linear map `fn` (no bias) applied to a `Traced` value's mean and images; `bias` added to the mean."
+    mean = fn(t.mean) if bias is None else fn(t.mean) + bias
+    bases = {key: (fn(b), vs) for key, (b, vs) in t.bases.items()}
+    return Traced(mean, _contract(mean, bases), bases)
+
+# %% ../nbs/04b_propagation.ipynb #aaedfd89
+def _matmul_basis(a, b):
+    "a @ b with one noisy factor (a `_Basis`) and one noise-free: its images through the factor, per example when the factor has a batch axis."
+    x, c, left = (a, b, True) if isinstance(a, _Basis) else (b, a, False)
+    if x.b is None: return None
+    if c.dim() <= len(x.shape) or c.shape[0] != x.n:                           # one factor for all examples
+        return x.b @ c if left else c @ x.b
+    n, k = x.n, x.k
+    bx = _per_example(x.b, n, k).reshape(n, k, *x.shape)
+    out = bx @ c.unsqueeze(1) if left else c.unsqueeze(1) @ bx
+    return out.reshape(n * k, *out.shape[2:])
+
+# %% ../nbs/04b_propagation.ipynb #56612a80
+def _additive_mask(mask, true_masks, like):
+    "A mask as a float to add to the scores: bool True masks (nn.MultiheadAttention) or allows (scaled_dot_product_attention)."
+    if mask is None: return None
+    if mask.dtype != torch.bool: return mask.to(like.dtype)
+    return torch.zeros((), dtype=like.dtype, device=like.device).masked_fill(mask if true_masks else ~mask, -torch.inf)
+
+def sdpa_rule(p):
+    "`F.scaled_dot_product_attention(q, k, v, attn_mask, dropout_p, is_causal, scale)` with the weights dropped at rate `p` (the training-mode `dropout_p`)."
+    def run(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        q, k, v = moments_of(query)[0], moments_of(key)[0], moments_of(value)[0]
+        if enable_gqa or q.dim() not in (3, 4): raise ValueError("scaled_dot_product_attention: only 3-D or 4-D inputs without enable_gqa have a rule")
+        t, s = q.shape[-2], k.shape[-2]
+        mask = _additive_mask(attn_mask, False, q)
+        if is_causal:
+            causal = _additive_mask(torch.ones(t, s, dtype=torch.bool, device=q.device).tril(), False, q)
+            mask = causal if mask is None else mask + causal
+        four = lambda x: x if q.dim() == 4 else structure_rule(torch.unsqueeze, x, 1) if isinstance(x, Moments) else x.unsqueeze(1)
+        out = attention_rule(four(query), four(key), four(value), p, mask, scale)
+        if q.dim() == 4: return out
+        bases = {key_: (b.squeeze(1), vs) for key_, (b, vs) in out.bases.items()}
+        return Traced(out.mean.squeeze(1), out.var.squeeze(1), bases)
+    return run
+
+# %% ../nbs/04b_propagation.ipynb #d6c62adb
+def mha_rule(m, # an nn.MultiheadAttention (its attention dropout m.dropout applied)
+             query, key, value, # noisy or noise-free inputs
+             key_padding_mask=None, need_weights=True, attn_mask=None, average_attn_weights=True, is_causal=False):
+    """nn.MultiheadAttention of noisy inputs: the in-projections (independent entries), `attention_rule` per head,
+    then the out-projection on the `Traced` output, so the weights' noise, shared by a token's features, is exact through it.
+    Returns (output, None): a `Traced` output (batch first) or its moments (sequence first); the attention weights have no rule."""
+    if not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn:
+        raise ValueError("nn.MultiheadAttention with kdim/vdim, add_bias_kv or add_zero_attn has no moment rule")
+    seq = lambda x: x if m.batch_first or not isinstance(x, (Moments, torch.Tensor)) else \
+          structure_rule(torch.transpose, x, 0, 1) if isinstance(x, Moments) else x.transpose(0, 1)
+    query, key, value = seq(query), seq(key), seq(value)
+    e, h = m.embed_dim, m.num_heads
+    w, b = m.in_proj_weight, m.in_proj_bias
+    heads = lambda x: structure_rule(lambda z: z.unflatten(-1, (h, e // h)).transpose(1, 2), x)
+    q, k, v = (heads(linear_rule(x, w[i * e:(i + 1) * e], None if b is None else b[i * e:(i + 1) * e]))
+               for i, x in enumerate((query, key, value)))
+    n, t, s = q.mean.shape[0], q.mean.shape[2], k.mean.shape[2]
+    mask = _additive_mask(attn_mask, True, q.mean)
+    if mask is not None and mask.dim() == 3: mask = mask.reshape(n, h, t, s)
+    pad = _additive_mask(key_padding_mask, True, q.mean)
+    if pad is not None: mask = pad[:, None, None, :] if mask is None else mask + pad[:, None, None, :]
+    out = attention_rule(q, k, v, m.dropout, mask)
+    out = _map_traced(out, lambda z: F.linear(z.transpose(1, 2).flatten(2), m.out_proj.weight), m.out_proj.bias)
+    return (out if m.batch_first else seq(Moments(out.mean, out.var))), None
+
+# %% ../nbs/04b_propagation.ipynb #01fbe90c
+def _encoder_activation(a, n=20):
+    "The moment rule of a TransformerEncoderLayer's activation (F.relu, F.gelu or a registered activation module)."
+    act = _activation_of(type(a)) or _activation_of(a)
+    if act is None: raise ValueError(f"TransformerEncoderLayer's activation {a!r} has no moment rule; supported: relu, gelu and the registered activations")
+    return _activation_rule(act, act.of_module(a) if isinstance(a, nn.Module) else {}, n)
+
+def encoder_layer_rule(m, # an nn.TransformerEncoderLayer (post- or pre-norm, its dropouts all applied)
+                       src, src_mask=None, src_key_padding_mask=None, is_causal=False):
+    """nn.TransformerEncoderLayer by the rules above: `mha_rule`, dropout, the residual adds (the branch taken
+    independent of its input), `layer_norm_rule`, the feed-forward block (linear, activation, dropout, linear, dropout)."""
+    ln = lambda norm, x: layer_norm_rule(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    act = _encoder_activation(m.activation)
+    sa = lambda x: dropout_rule(mha_rule(m.self_attn, x, x, x, key_padding_mask=src_key_padding_mask, attn_mask=src_mask)[0], m.dropout1.p)
+    ff = lambda x: dropout_rule(linear_rule(dropout_rule(act(linear_rule(x, m.linear1.weight, m.linear1.bias)), m.dropout.p),
+                                            m.linear2.weight, m.linear2.bias), m.dropout2.p)
+    x = Moments(*moments_of(src))
+    if m.norm_first:
+        x = add_rule(x, sa(ln(m.norm1, x)))
+        return add_rule(x, ff(ln(m.norm2, x)))
+    x = ln(m.norm1, add_rule(x, sa(x)))
+    return ln(m.norm2, add_rule(x, ff(x)))
+
+def encoder_rule(m, src, mask=None, src_key_padding_mask=None, is_causal=None):
+    "nn.TransformerEncoder: `encoder_layer_rule` layer after layer, then its final norm."
+    x = src
+    for layer in m.layers: x = encoder_layer_rule(layer, x, mask, src_key_padding_mask)
+    return x if m.norm is None else layer_norm_rule(x, m.norm.normalized_shape, m.norm.weight, m.norm.bias, m.norm.eps)
+
+_ATTENTION_RULES = {nn.MultiheadAttention: lambda m: functools.partial(mha_rule, m),
+                    nn.TransformerEncoderLayer: lambda m: functools.partial(encoder_layer_rule, m),
+                    nn.TransformerEncoder: lambda m: functools.partial(encoder_rule, m)}
+
+# %% ../nbs/04b_propagation.ipynb #a96e514a
+_SOFTMAX_INSIDE = (F.softmax, torch.softmax, 'softmax', nn.Softmax)
+
+def _attention_product(node, gm):
+    "Whether a product of two noisy tensors is attention's: scores q @ kᵀ feeding a softmax (through a scale or a mask), or softmax weights (through dropout) @ values."
+    key = lambda x: (type(gm.get_submodule(x.target)) if x.op == 'call_module' else x.target) if x.op.startswith('call') else None
+    x = node
+    for _ in range(4):
+        if len(x.users) != 1: break
+        x = next(iter(x.users))
+        if key(x) in _SOFTMAX_INSIDE: return True
+        if key(x) not in (*_MULS, *_DIVS, *_ADDS, 'masked_fill'): break
+    x = node.args[0]
+    for _ in range(3):
+        if not isinstance(x, fx.Node) or key(x) in _SOFTMAX_INSIDE: return isinstance(x, fx.Node)
+        if key(x) not in _DROPOUTS: return False
+        x = x.args[0]
+    return False
+
+def _attention_step(node, gm, kinds, roles, rates):
+    """The runner of an attention node, or None: scaled_dot_product_attention that drops or sees noise (role 'corr': a
+    `Traced` output), a MultiheadAttention / TransformerEncoder(Layer) module (its hidden dropouts applied), `[0]` of the former."""
+    noisy = any(kinds[a] != 'det' for a in node.all_input_nodes)
+    if any(kinds[a] == 'chan' for a in node.all_input_nodes): return None
+    if node.op == 'call_function' and node.target is F.scaled_dot_product_attention and (noisy or rates.get(node.name, 0.0) > 0):
+        kinds[node], roles[node] = 'gauss', 'corr'
+        return sdpa_rule(rates.get(node.name, 0.0))
+    m = gm.get_submodule(node.target) if node.op == 'call_module' else None
+    if type(m) in _ATTENTION_RULES and (noisy or _hidden_dropout(m)):
+        kinds[node], roles[node] = 'gauss', ('pair' if isinstance(m, nn.MultiheadAttention) else 'source')
+        return _ATTENTION_RULES[type(m)](m)
+    if node.op == 'call_function' and node.target is operator.getitem and roles.get(node.args[0]) == 'pair':
+        if node.args[1] != 0: _refuse(node, "nn.MultiheadAttention's attention weights under dropout have no rule (only its output, [0])")
+        batch_first = gm.get_submodule(node.args[0].target).batch_first
+        kinds[node], roles[node] = 'gauss', ('corr' if batch_first else 'source')     # a Traced output, batch first
+        return lambda t, i: t[0]
+    return None
 
 # %% ../nbs/04b_propagation.ipynb #c7e8beb8
 _ELEMENTWISE_MODULES = (nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Mish, nn.Hardswish, nn.Hardsigmoid,
@@ -399,6 +626,8 @@ def _module_rule(m, n):
                                         m.count_include_pad, getattr(m, 'divisor_override', None))), 'mix'
     if t in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d): return (lambda x: adaptive_avg_pool_rule(x, m.output_size)), 'mix'
     if t in (nn.Flatten, nn.Unflatten, nn.Identity): return (lambda x: structure_rule(m, x)), 'keep'
+    if t is nn.LayerNorm: return (lambda x: layer_norm_rule(x, m.normalized_shape, m.weight, m.bias, m.eps)), 'norm'
+    if t is nn.Softmax: return (lambda x: softmax_rule(x, -1 if m.dim is None else m.dim)), 'act'
     act = _activation_of(t)
     if act is not None: return _activation_rule(act, act.of_module(m), n), 'act'
     if t in _ELEMENTWISE_MODULES: return (lambda x: elementwise_rule(m, x, n)), 'act'
@@ -414,6 +643,9 @@ def _call_rule(fn, noisy, n):
     if fn in (F.dropout, torch.dropout): return (lambda x, *a, **k: dropout_rule(x, _arg(a, k, 0, 'p', 0.5))), 'drop'
     if fn in (F.dropout1d, F.dropout2d, F.dropout3d): return (lambda x, *a, **k: channel_dropout_rule(x, _arg(a, k, 0, 'p', 0.5))), 'chan'
     if fn is F.linear: return (lambda x, w, b=None: linear_rule(x, w, b)), 'mix'
+    if fn is F.layer_norm: return (lambda x, shape, weight=None, bias=None, eps=1e-5: layer_norm_rule(x, shape, weight, bias, eps)), 'norm'
+    if fn in _MATMULS: return matmul_rule, ('mix' if sum(noisy) == 1 else 'prod')
+    if fn in (F.softmax, torch.softmax, 'softmax'): return (lambda x, *a, **k: softmax_rule(x, _arg(a, k, 0, 'dim', -1))), 'act'
     if fn in (F.avg_pool1d, F.avg_pool2d): return (lambda x, *a, **k: avg_pool_rule(x, 1 if fn is F.avg_pool1d else 2, *a, **k)), 'mix'
     if fn in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d): return (lambda x, size: adaptive_avg_pool_rule(x, size)), 'mix'
     if fn in (torch.sum, torch.mean, 'sum', 'mean'): return (lambda x, *a, **k: reduce_rule(x, getattr(fn, '__name__', fn), *a, **k)), 'mix'
@@ -453,8 +685,11 @@ SUPPORTED = ("dropout (nn.Dropout, F.dropout, torch.dropout; channel dropout nn.
              f"functions; by quadrature: {_torch_names(m for m in _ELEMENTWISE_MODULES if _activation_of(m) is None)}, "
              f"{_torch_names(f for f in _ELEMENTWISE_FUNCTIONS if _activation_of(f) is None and f.__name__.replace('_', '') not in {m.__name__.lower() for m in _ELEMENTWISE_MODULES})}; "
              "and any callable passed in `elementwise=`); max pooling (nn.MaxPool1d/2d, F.max_pool1d/2d, no ceil_mode); "
-             "a final softmax or log_softmax; any other layer (nn.LSTM, nn.GRU, nn.RNN, nn.MultiheadAttention, "
-             "nn.Transformer*, ...) only on a noise-free input and only without dropout inside it")
+             "a final softmax or log_softmax; attention (nn.LayerNorm, F.layer_norm, softmax over noisy scores, "
+             "q @ kᵀ into a softmax, softmax weights (dropped or not) @ values, F.scaled_dot_product_attention with "
+             "dropout_p, nn.MultiheadAttention, nn.TransformerEncoderLayer post- or pre-norm with relu/gelu, "
+             "nn.TransformerEncoder); any other layer (nn.LSTM, nn.GRU, nn.RNN, nn.TransformerDecoder*, ...) only on a "
+             "noise-free input and only without dropout inside it")
 
 def _describe(node):
     "A node as a reader finds it: op, target and the module path it was called in."
@@ -578,15 +813,18 @@ def _noisy_rule(node, gm, kinds, n, elementwise):
                 if node.op == 'call_module' and isinstance(gm.get_submodule(node.target), _NO_NOISY_INPUT)
                 else "there is no rule for this operation on a noisy input")
     rule, kind = found
+    if kind == 'prod' and not _attention_product(node, gm):
+        _refuse(node, "a product of two noisy tensors has no rule outside attention (scores q @ kᵀ into a softmax, "
+                      "or softmax weights, dropped or not, @ values)")
     two_ok = node.target in (operator.add, operator.iadd, torch.add, 'add', operator.sub, operator.isub, torch.sub, 'sub',
-                             operator.mul, torch.mul, 'mul', torch.cat, torch.concat, torch.stack)
+                             operator.mul, torch.mul, 'mul', torch.cat, torch.concat, torch.stack, *_MATMULS)
     if not two_ok and (any(noisy[1:]) or _contains(node.kwargs, {k for k, v in kinds.items() if v != 'det'})):
         _refuse(node, "a noisy tensor enters it as a parameter (weight, exponent, second factor): a product of noisy tensors has no rule")
     if kind == 'act' and 'drop' in ins:
         _refuse(node, "it follows a dropout with no linear map in between, so its input is a scaled Bernoulli, not near-Gaussian "
                       "(for ReLU, LeakyReLU and max pooling, dropout after it is the same net: relu(g x) = g relu(x) for a gate g >= 0)")
     role = 'mix' if kind == 'mix' else 'keep' if kind in ('keep', 'drop') else 'source'
-    return rule, ('gauss' if kind in ('mix', 'act') else 'drop' if 'drop' in ins else 'gauss'), role
+    return rule, ('gauss' if kind in ('mix', 'act', 'norm') else 'drop' if 'drop' in ins else 'gauss'), role
 
 # %% ../nbs/04b_propagation.ipynb #d5dbc02b
 def _tup(a): return tuple(a) if isinstance(a, (tuple, list)) else (a,)
@@ -613,6 +851,8 @@ def _exact_segments(gm, steps, kinds, roles, rates):
     srcs, white, exact = {}, {}, {}
     seg = lambda x: roles.get(x) in ('drop', 'mix', 'keep')
     for node, _ in steps:
+        if roles.get(node) == 'corr':                       # attention: a Traced value of its own sources, not white
+            srcs[node], white[node], exact[node] = frozenset([node]), False, True; continue
         if not seg(node):
             srcs[node] = frozenset() if kinds.get(node, 'det') == 'det' else frozenset([node])
             white[node] = exact[node] = True; continue
@@ -634,15 +874,16 @@ def _exact_segments(gm, steps, kinds, roles, rates):
     need = {}
     for node, _ in reversed(steps):
         if seg(node): need[node] = not exact[node] or any(need.get(u, False) for u in node.users)
+        elif roles.get(node) == 'corr': need[node] = True       # its noisy inputs arrive with their images
     for i, (node, run) in enumerate(steps):
-        if not need.get(node): continue
+        if not need.get(node) or roles[node] == 'corr': continue
         if roles[node] == 'drop': steps[i] = (node, traced_dropout(rates[node])); continue
         t = type(gm.get_submodule(node.target)) if node.op == 'call_module' else node.target
         steps[i] = (node, traced_step(node, run, _basis_fn(node, gm, run), reshape=t in _RESHAPES))
     return need
 
 # %% ../nbs/04b_propagation.ipynb #9a350912
-def _plan(gm, n=20, elementwise=(), identities=frozenset()):
+def _plan(gm, n=20, elementwise=(), identities=frozenset(), attention=None):
     "Walk the traced graph once: for every node its runner (noise-free nodes run as they are) and what it yields; then the segments."
     kinds, steps, final, roles, rates = {}, [], None, {}, {}
     out = next(x for x in gm.graph.nodes if x.op == 'output')
@@ -661,6 +902,7 @@ def _plan(gm, n=20, elementwise=(), identities=frozenset()):
             kinds[node], roles[node], rates[node] = drop[0], ('drop' if drop[0] == 'drop' else 'source'), p
             steps.append((node, (lambda x, *a, p=p, **k: dropout_rule(x, p)) if drop[0] == 'drop' else (lambda x, *a, p=p, **k: channel_dropout_rule(x, p))))
             continue
+        if (found := _attention_step(node, gm, kinds, roles, attention or {})) is not None: steps.append((node, found)); continue
         if node.op == 'call_module' and drop is None and (hidden := _hidden_dropout(gm.get_submodule(node.target))):
             _refuse(node, f"it drops inside itself ({hidden}), which the propagation cannot see: its mask-averaged output "
                           "is not its eval-mode output; set that dropout to 0, or write the layer out of supported ops")
@@ -784,17 +1026,26 @@ def _trace(model, training):
     finally:
         for m, f in flags: m.training = f
 
+def _attention_rates(model, gm):
+    """{name of a scaled_dot_product_attention node of `gm`: its `dropout_p` while the model trains}; the calls of the
+    training- and eval-mode traces paired in order (as chapter 05 pairs them); a non-constant rate refused."""
+    ev = [x for x in gm.graph.nodes if x.op == 'call_function' and x.target is F.scaled_dot_product_attention]
+    if not ev: return {}
+    try: train = _trace(model, True)
+    except ValueError: _refuse(ev[0], "the model cannot be traced in training mode, so whether its attention drops cannot be told")
+    tr = [x for x in train.graph.nodes if x.op == 'call_function' and x.target is F.scaled_dot_product_attention]
+    if len(tr) != len(ev): _refuse(ev[0], f"the forward holds {len(tr)} scaled_dot_product_attention calls in training mode but {len(ev)} in eval mode")
+    rate = lambda x: _arg(x.args[4:], x.kwargs, 0, 'dropout_p', 0.0)
+    for x in tr + ev:
+        if isinstance(rate(x), fx.Node) or not 0 <= float(rate(x)) < 1: _refuse(x, f"dropout_p must be a constant in [0, 1); got {rate(x)!r}")
+    return {e.name: float(rate(t)) for t, e in zip(tr, ev)}
+
 def _never_dropping(model, gm):
     """The functional dropouts of `gm` (traced in eval mode) that do not drop in training mode either (`training=False`
-    written in): identities. A dropout only under `if self.training:` would be missed in eval mode: refused, and so is
-    a scaled_dot_product_attention call that drops (dropout_p > 0, or not a constant) in either mode."""
+    written in): identities. A dropout only under `if self.training:` would be missed in eval mode: refused."""
     try: train = _trace(model, True)
     except ValueError: train = None
-    for node in [x for g in (train, gm) if g is not None for x in g.graph.nodes]:
-        p = _arg(node.args[4:], node.kwargs, 0, 'dropout_p', 0.0) if node.target is F.scaled_dot_product_attention else 0.0
-        if isinstance(p, fx.Node) or p != 0:
-            _refuse(node, f"attention dropout inside scaled_dot_product_attention has no rule (dropout_p={p} in "
-                          f"{'training' if node.graph is getattr(train, 'graph', None) else 'eval'} mode); use MC dropout (chapter 05)")
+
     if train is None: return set()
     functional = lambda g: [x for x in g.graph.nodes if x.op == 'call_function' and x.target in _DROPOUTS]
     tr, ev = functional(train), functional(gm)
@@ -816,7 +1067,7 @@ def moment_propagation(model:nn.Module, # a dropout net whose `forward` torch.fx
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"n must be a positive integer; got {n!r}")
     if not isinstance(compile, bool): raise ValueError(f"compile must be True or False; got {compile!r}")
     gm = _trace(model, False)              # the eval branch; F.dropout(..., training=self.training) still records p
-    steps, final, dim, kinds = _plan(gm, int(n), tuple(elementwise), _never_dropping(model, gm))
+    steps, final, dim, kinds = _plan(gm, int(n), tuple(elementwise), _never_dropping(model, gm), _attention_rates(model, gm))
     return MomentPropagation(gm, steps, final, output, dim, kinds, compile)
 
 # %% ../nbs/04b_propagation.ipynb #24703276

@@ -491,15 +491,25 @@ NoisyLeaf.__module__ = 'torch.nn.user_layers'
     (nn.LSTM(4, 4, num_layers=2, dropout=0.3, batch_first=True), lambda o: o[0], 'inner'),
     (nn.GRU(4, 4, num_layers=3, dropout=0.1, batch_first=True), lambda o: o[0], 'inner'),
     (nn.RNN(4, 4, num_layers=2, dropout=0.5, batch_first=True), lambda o: o[0], 'inner'),
-    (_Attention(dropout=0.1), lambda o: o, 'inner.attn'),
-    (nn.TransformerEncoderLayer(4, 2, 8, batch_first=True), lambda o: o, 'inner'),
-    (nn.TransformerEncoder(nn.TransformerEncoderLayer(4, 2, 8, batch_first=True), 1, enable_nested_tensor=False), lambda o: o, 'inner'),
     (NoisyLeaf(), lambda o: o, 'inner'),
 ])
 def test_dropout_hidden_inside_a_layer_is_refused(inner, pick, path):
-    "A layer that drops inside itself is refused, naming its module path, even on the noise-free input."
+    "A layer that drops inside itself and has no rule (recurrent layers) is refused, naming its module path, even on the noise-free input."
     net = _Head(inner, 4, pick)
     with pytest.raises(ValueError, match=rf"module path '{path}'.*drops inside itself"): moment_propagation(net)
+
+@pytest.mark.parametrize('inner', [_Attention(dropout=0.1), nn.TransformerEncoderLayer(4, 2, 8, batch_first=True),
+                                   nn.TransformerEncoder(nn.TransformerEncoderLayer(4, 2, 8, batch_first=True), 1, enable_nested_tensor=False)],
+                         ids=['mha', 'encoder_layer', 'encoder'])
+def test_attention_layers_dropping_inside_are_propagated(inner):
+    "Attention layers that drop inside themselves have rules (§ Attention): their dropout shows in the variance, never 0."
+    torch.manual_seed(0)
+    net, x = _Head(inner, 4).double().eval(), torch.rand(3, 5, 4, dtype=D)
+    with torch.no_grad():
+        mean, var = moment_propagation(net)(x)
+        h = inner(x)
+        base = moment_propagation(nn.Sequential(nn.Dropout(0.3), net.fc))(h)[1]   # the head's dropout alone, on the eval-mode output
+    assert bool((var > 0).all()) and not torch.allclose(var, base, rtol=0.01)
 
 def test_layers_without_hidden_dropout_run_on_noise_free_input_and_refuse_noise():
     "nn.LSTM(dropout=0) and attention without dropout run as they are before a dropout; after a dropout they are refused."
@@ -729,11 +739,13 @@ class SdpaThenDropout(nn.Module):
         a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.p if self.training else 0.0)
         return self.fc(F.dropout(a.mean(1), 0.3, self.training))
 
-def test_attention_dropout_inside_sdpa_is_refused():
-    "SDPA that drops in training mode is refused, naming the node, even on a noise-free input; dropout_p = 0 runs natively."
-    with pytest.raises(ValueError, match="node 'scaled_dot_product_attention'.*attention dropout inside "
-                                         "scaled_dot_product_attention has no rule"):
-        moment_propagation(SdpaThenDropout())
+def test_attention_dropout_inside_sdpa_is_propagated():
+    "SDPA that drops in training mode is propagated (its training-mode rate; § Attention), variance above the head dropout's; dropout_p = 0 runs natively."
+    net, x = SdpaThenDropout().double(), torch.rand(2, 3, 4, dtype=D)
+    with torch.no_grad(): var_attn = moment_propagation(net)(x)[1]
+    net0 = SdpaThenDropout(p=0.0).double(); net0.load_state_dict(net.state_dict())
+    with torch.no_grad(): var_none = moment_propagation(net0)(x)[1]
+    assert bool((var_attn > var_none).all())
     net, x = SdpaThenDropout(p=0.0).double(), torch.rand(2, 3, 4, dtype=D)
     with torch.no_grad(): mean, var = moment_propagation(net)(x)
     with torch.no_grad(): assert torch.allclose(mean, net.eval()(x), rtol=1e-12)   # dropout before a linear map: mean = eval pass
