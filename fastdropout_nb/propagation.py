@@ -1014,15 +1014,25 @@ class MomentPropagation(nn.Module):
     def extra_repr(self): return f"output={self.output!r}, {sum(1 for _, r in self._steps if callable(r))} nodes" + (", compiled" if self.compile else "")
 
 # %% ../nbs/04b_propagation.ipynb #344dc435
+class _Tracer(fx.Tracer):
+    "torch.fx's tracer, remembering the innermost module whose forward it was tracing when tracing failed."
+    failed_in = None
+    def call_module(self, m, forward, args, kwargs):
+        try: return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None: self.failed_in = f"module {self.path_of_module(m)!r} ({type(m).__name__})"
+            raise
+
 def _trace(model, training):
     "`model` traced by torch.fx with every module's `training` flag set to `training` (flags restored)."
-    flags = [(m, m.training) for m in model.modules()]
+    flags, tracer = [(m, m.training) for m in model.modules()], _Tracer()
     try:
         model.train(training)
-        return fx.symbolic_trace(model)
+        graph = tracer.trace(model)
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
     except Exception as e:
-        raise ValueError(f"moment_propagation needs a model torch.fx can trace; tracing {type(model).__name__} failed "
-                         f"(data-dependent control flow?): {type(e).__name__}: {e}") from e
+        raise ValueError(f"moment_propagation needs a model torch.fx can trace; tracing {type(model).__name__} failed in "
+                         f"{tracer.failed_in or 'its own forward'} (data-dependent control flow?): {type(e).__name__}: {e}") from e
     finally:
         for m, f in flags: m.training = f
 
