@@ -20,13 +20,13 @@ from .moments import sigmoid_mean, softmax_mean, unscented_points, activations, 
 __all__ = ['relu_rule', 'SUPPORTED', 'OUTPUTS', 'Moments', 'moments_of', 'dropout_rule', 'squared_weight', 'linear_rule',
            'conv_rule', 'batchnorm_rule', 'avg_pool_rule', 'adaptive_avg_pool_rule', 'reduce_rule', 'scale_rule',
            'add_rule', 'structure_rule', 'cat_rule', 'activation_rule', 'elementwise_rule', 'max_moments_fast',
-           'max_pool_rule', 'ChannelGated', 'channel_moments', 'channel_dropout_rule', 'gated_conv_rule',
-           'gated_linear_rule', 'gated_flatten', 'gated_reshape', 'Traced', 'traced_step', 'traced_dropout',
-           'layer_norm_rule', 'matmul_rule', 'softmax_rule', 'attention_rule', 'sdpa_rule', 'mha_rule',
-           'encoder_layer_rule', 'encoder_rule', 'unscented_softmax', 'MomentPropagation', 'moment_propagation',
-           'MnistExample', 'BatchNormMLP', 'ResidualBlock', 'ResidualMLP', 'GeluSiluMLP', 'AvgPoolLeaky',
-           'ChannelDropoutNet', 'zoo_models', 'mc_average', 'propagation_scores', 'batchnorm_batch_stats',
-           'update_batchnorm', 'fast_dropout_fit']
+           'max_pool_rule', 'GateMixed', 'ChannelGated', 'channel_moments', 'channel_dropout_rule', 'gated_conv_rule',
+           'gated_linear_rule', 'gated_flatten', 'gated_reshape', 'correlated_max_pool', 'Traced', 'traced_step',
+           'traced_dropout', 'layer_norm_rule', 'matmul_rule', 'softmax_rule', 'attention_rule', 'sdpa_rule',
+           'mha_rule', 'encoder_layer_rule', 'encoder_rule', 'unscented_softmax', 'MomentPropagation',
+           'moment_propagation', 'MnistExample', 'BatchNormMLP', 'ResidualBlock', 'ResidualMLP', 'GeluSiluMLP',
+           'AvgPoolLeaky', 'ChannelDropoutNet', 'zoo_models', 'mc_average', 'propagation_scores',
+           'batchnorm_batch_stats', 'update_batchnorm', 'fast_dropout_fit']
 
 # %% ../nbs/04b_propagation.ipynb #027cbdd6
 class Moments:
@@ -165,20 +165,24 @@ def elementwise_rule(f, x, n=20):
 relu_rule = activation_rule('relu')
 
 # %% ../nbs/04b_propagation.ipynb #48f3097c
-def max_moments_fast(m1, v1, m2, v2):
-    "`moments.max_moments` (Clark) with the direct ReLU formulas: no input checks, no tail series; equal to it where the ReLU formulas are."
+def max_moments_fast(m1, v1, m2, v2, c=None):
+    """`moments.max_moments` (Clark) with the direct ReLU formulas: no input checks, no tail series; equal to it where the ReLU formulas are.
+    `c`: Cov(X1, X2) for jointly Gaussian inputs (default independent)."""
     first = m1 >= m2
     mb, vb = torch.where(first, m1, m2), torch.where(first, v1, v2)
-    d, t = torch.where(first, m2 - m1, m1 - m2), v1 + v2
+    d, t = torch.where(first, m2 - m1, m1 - m2), v1 + v2 if c is None else (v1 + v2 - 2 * c).clamp_min(0)
     rmean, rvar = relu_moments_fast(d, t)
     pos = t > 0                                               # t = 0: Φ(d/√t) is 0 (d < 0) or 1/2, with no 0/0 in any derivative
     r = torch.where(pos, d / torch.where(pos, t, torch.ones_like(t)).sqrt(), torch.where(d < 0, -torch.inf, 0.0))
     below = torch.special.ndtr(r)
-    return mb + rmean, vb * (1 - 2 * below) + rvar
+    var = vb * (1 - 2 * below) + rvar
+    return mb + rmean, var if c is None else var + 2 * c * below
 
 def max_pool_rule(x, dims, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """Max pooling of independent Gaussians by Clark's max (`max_moments`), narrowest inputs first; a padded
-    position (−∞ in PyTorch) never wins, so it is skipped."""
+    position (−∞ in PyTorch) never wins, so it is skipped. A convolution's output after channel dropout (`GateMixed`,
+    below) has correlated entries: `correlated_max_pool` takes it."""
+    if getattr(x, "gates", None) is not None: return correlated_max_pool(x, dims, kernel_size, stride, padding, dilation)
     mean, var = moments_of(x)
     if dims == 1: mean, var = mean.unsqueeze(-2), var.unsqueeze(-2)
     pair = lambda a, fill: ((fill, a) if isinstance(a, int) else (fill, a[-1])) if dims == 1 else torch.nn.modules.utils._pair(a)
@@ -200,6 +204,12 @@ def max_pool_rule(x, dims, kernel_size, stride=None, padding=0, dilation=1, ceil
     return Moments(m.reshape(shape), v.reshape(shape))
 
 # %% ../nbs/04b_propagation.ipynb #412d69a5
+class GateMixed(Moments):
+    """A value linear in channel gates: its `(mean, var)` and `gates` (N, C, *shape), its coefficients on the C gates of each
+    example taken as independent unit-variance variables, so Cov(y_i, y_j) ⊇ Σ_c gates_ci gates_cj; the rest of `var` is independent."""
+    def __init__(self, mean, var, gates): super().__init__(mean, var); self.gates = gates
+    def like(self, mean, var): return GateMixed(mean, var, self.gates)
+
 class ChannelGated:
     "Channel dropout's output: independent entries (`mean`, `var`) times one gate g/q per (example, channel); `flat` after `flatten(1)`."
     __slots__ = ('mean', 'var', 'p', 'channels', 'flat')
@@ -218,7 +228,8 @@ def _per_channel(g, contributions):
     return contributions.square().sum(1) * (g.p / (1.0 - g.p))
 
 def gated_conv_rule(conv, g):
-    "A convolution after channel dropout: units share their channel's gate, so each channel's share of the mean adds (p/q) a_c² to the variance."
+    """A convolution after channel dropout: units share their channel's gate, so each channel's share of the mean adds (p/q) a_c² to
+    the variance; the shares, scaled by √(p/q), are kept as the output's `gates` (`GateMixed`, below)."""
     if conv.groups != 1: raise ValueError("channel dropout followed by a grouped convolution is not supported")
     base = conv_rule(conv, Moments(g.mean, g.var))
     f = _CONV_FN[type(conv)]
@@ -227,7 +238,7 @@ def gated_conv_rule(conv, g):
     parts = f(g.mean, w, None, conv.stride, conv.padding, conv.dilation, cin)   # (N, cin*out, ...)
     parts = parts.reshape(parts.shape[0], cin, conv.out_channels, *parts.shape[2:])
     q = 1.0 - g.p
-    return Moments(base.mean, base.var / q + _per_channel(g, parts))
+    return GateMixed(base.mean, base.var / q + _per_channel(g, parts), parts * (g.p / q) ** 0.5)
 
 # %% ../nbs/04b_propagation.ipynb #f49dbe70
 def gated_linear_rule(g, weight, bias=None):
@@ -247,6 +258,43 @@ def gated_reshape(g, *shape):
     if mean.dim() != 2 or mean.shape[0] != g.mean.shape[0]:
         raise ValueError(f"after a channel dropout only a reshape to (batch, features) is supported; got shape {tuple(mean.shape)}")
     return ChannelGated(mean, g.var.reshape(*shape), g.p, g.channels, True)
+
+# %% ../nbs/04b_propagation.ipynb #fd3a26c0
+def _window_cov(gates, var, k, dil, pad, s):
+    "The entries' covariance within each window, (B, k, k, L), from `gates` (N, C_g, C, H, W) and variances `var` (N, C, H, W)."
+    n, cg, c, h, w = gates.shape
+    un = lambda t: F.unfold(t.reshape(-1, 1, h, w), k, dil, pad, s)
+    wg = un(gates.transpose(1, 2)).reshape(n * c, cg, -1, un(var[:1, :1]).shape[-1])   # (B, C_g, k, L)
+    cov = torch.einsum('bgil,bgjl->bijl', wg, wg)
+    rest = (un(var) - cov.diagonal(dim1=1, dim2=2).transpose(1, 2)).clamp_min(0)        # the independent remainder
+    return cov + torch.diag_embed(rest.transpose(1, 2)).permute(0, 2, 3, 1)
+
+def correlated_max_pool(x, dims, kernel_size, stride=None, padding=0, dilation=1):
+    "Max pooling of a `GateMixed` value: Clark's maximum with the covariances within each window carried along."
+    if dims != 2: return max_pool_rule(Moments(x.mean, x.var), dims, kernel_size, stride, padding, dilation)
+    pair = torch.nn.modules.utils._pair
+    k, pad, dil = pair(kernel_size), pair(padding), pair(dilation)
+    s = k if stride is None or stride == [] else pair(stride)
+    n, c, h, w = x.mean.shape
+    un = lambda t: F.unfold(t.reshape(-1, 1, h, w), k, dil, pad, s)
+    wm, valid = un(x.mean), un(torch.ones_like(x.mean[:1, :1])) > 0                      # (B, k, L)
+    cov = _window_cov(x.gates, x.var, k, dil, pad, s)
+    m, v, cm = wm[:, 0], cov[:, 0, 0], cov[:, 0]                                       # cm: Cov(running max, entry j)
+    for i in range(1, wm.shape[1]):
+        c_i = cm[:, i]
+        m2, v2 = max_moments_fast(m, v, wm[:, i], cov[:, i, i], c_i)
+        t = (v + cov[:, i, i] - 2 * c_i).clamp_min(0)
+        d = wm[:, i] - m
+        pos = t > 0
+        r = torch.where(pos, d / torch.where(pos, t, torch.ones_like(t)).sqrt(), torch.where(d > 0, torch.inf, -torch.inf))
+        win = torch.special.ndtr(r).unsqueeze(1)                                       # P(entry i beats the running max)
+        keep = valid[:, i].unsqueeze(1)
+        cm = torch.where(keep, cm * (1 - win) + cov[:, i] * win, cm)
+        m, v = torch.where(valid[:, i], m2, m), torch.where(valid[:, i], v2, v)
+    ho = (h + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) // s[0] + 1
+    wo = (w + 2 * pad[1] - dil[1] * (k[1] - 1) - 1) // s[1] + 1
+    return Moments(m.reshape(n, c, ho, wo), v.clamp_min(0).reshape(n, c, ho, wo))
+
 
 # %% ../nbs/04b_propagation.ipynb #5c663f91
 class Traced(Moments):
@@ -882,6 +930,34 @@ def _exact_segments(gm, steps, kinds, roles, rates):
         steps[i] = (node, traced_step(node, run, _basis_fn(node, gm, run), reshape=t in _RESHAPES))
     return need
 
+# %% ../nbs/04b_propagation.ipynb #baaa3ea7
+def _is_max_pool(node, gm):
+    m = gm.get_submodule(node.target) if node.op == 'call_module' else None
+    return type(m) in (nn.MaxPool2d,) if m is not None else node.target is F.max_pool2d
+
+def _monotone(node, gm):
+    "Whether `node` is a registered positively homogeneous activation with a non-negative slope (it commutes with max)."
+    m = gm.get_submodule(node.target) if node.op == 'call_module' else None
+    act = _activation_of(type(m) if m is not None else node.target)
+    if act is None or not act.homogeneous: return False
+    params = act.of_module(m) if m is not None else act.of_call(node.args[1:], node.kwargs)
+    consts = all(not isinstance(a, fx.Node) for a in (*node.args[1:], *node.kwargs.values()))
+    return consts and all(float(v) >= 0 for v in params.values())
+
+def _pool_first(gm, steps, kinds):
+    """Where a monotone activation follows a channel-gated convolution and its only user is a 2-D max pooling, run the
+    pooling first (on the gate-correlated pre-activations) and the activation after it: f(max(a, b)) = max(f(a), f(b))."""
+    runs = {node: i for i, (node, _) in enumerate(steps)}
+    for node, run in list(steps):
+        if not callable(run) or len(node.users) != 1 or not node.args or not isinstance(node.args[0], fx.Node): continue
+        pool, src = next(iter(node.users)), node.args[0]
+        if not (_monotone(node, gm) and _is_max_pool(pool, gm) and pool in runs and src.op != 'placeholder'): continue
+        if not any(kinds.get(a) == 'chan' for a in src.all_input_nodes): continue
+        a, k, pool_run = node.args[1:], dict(node.kwargs), steps[runs[pool]][1]
+        steps[runs[node]] = (node, lambda x, *_, **__: x)
+        steps[runs[pool]] = (pool, lambda x, *pa, r=run, pr=pool_run, a=a, k=k, **pk: r(pr(x, *pa, **pk), *a, **k))
+
+
 # %% ../nbs/04b_propagation.ipynb #9a350912
 def _plan(gm, n=20, elementwise=(), identities=frozenset(), attention=None):
     "Walk the traced graph once: for every node its runner (noise-free nodes run as they are) and what it yields; then the segments."
@@ -918,6 +994,7 @@ def _plan(gm, n=20, elementwise=(), identities=frozenset(), attention=None):
         if dim is None or isinstance(dim, fx.Node): _refuse(last, "a final softmax needs a constant dim")
     final = last if final is None else final
     if kinds[final] == 'chan': _refuse(final, "the output follows a channel dropout directly")
+    _pool_first(gm, steps, kinds)
     _exact_segments(gm, steps, kinds, roles, rates)
     return steps, final, dim, kinds
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, fx
 from .moments import unscented_points
-from .propagation import Moments, ChannelGated, moments_of, moment_propagation
+from .propagation import Moments, ChannelGated, GateMixed, moments_of, moment_propagation
 from .distill import (switchable_dropout, dropout_mode, sampling_modules, standard_predict, sample_seeds,
                                     _copies, _streams, _forked, _mc_passes)
 
@@ -36,6 +36,7 @@ def _noisy_leaves(args, kwargs):
         if not isinstance(v, (Moments, ChannelGated)): return v
         m, s = v.mean.detach().requires_grad_(), v.var.detach().requires_grad_()
         leaves.append((m, s))
+        if isinstance(v, GateMixed): return v.like(m, s)                    # keeps its gates (correlated max pooling)
         return Moments(m, s) if isinstance(v, Moments) else ChannelGated(m, s, v.p, v.channels, v.flat)
     return fx.node.map_aggregate(args, leaf), fx.node.map_aggregate(kwargs, leaf), leaves
 
@@ -102,7 +103,8 @@ def _linearised_pass(twin, inputs, linear):
         if var is not None:
             eps = torch.zeros_like(mean, requires_grad=True)
             sources.append(Source(node, eps, torch.broadcast_to(var, mean.shape), gate)); mean = mean + eps
-        env[node] = Moments(mean, value.var.detach()) if isinstance(value, Moments) else \
+        env[node] = value.like(mean, value.var.detach()) if isinstance(value, GateMixed) else \
+                    Moments(mean, value.var.detach()) if isinstance(value, Moments) else \
                     ChannelGated(mean, value.var.detach(), value.p, value.channels, value.flat)
         return env[node]
     mean, var = twin._run(inputs, hook)
