@@ -9,7 +9,7 @@ propagated pass's time over a standard pass's. The zoo's LSTM and GRU are refuse
 
     python benchmarks/attention_moments.py --out reports/attention_moments.json
 """
-import argparse, datetime, importlib.util, json, pathlib, platform, sys, time
+import argparse, importlib.util, json, pathlib, time
 import torch
 from fastdropout_nb.propagation import moment_propagation
 from fastdropout_nb.moments import softmax_mean
@@ -73,9 +73,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     rows = {name: run(name, a.n, a.masks) for name in TRANSFORMERS}
-    cmd = 'python benchmarks/attention_moments.py' + ''.join(f' {s}' for s in (argv if argv is not None else sys.argv[1:]))
-    report = dict(command=cmd, machine=f"{platform.machine()}, torch {torch.__version__}, 1 thread",
-                  date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    report = dict(**zoo.header('attention_moments.py', argv),
                   settings=dict(width=zoo.D, tokens=zoo.T, classes=zoo.K, p=zoo.P, masks=a.masks, test=a.n,
                                 weights='PyTorch init times SCALE (not trained), as benchmarks/attention_zoo.py', scale=zoo.SCALE,
                                 targets=dict(rms_ratio=0.7, var_rel_fro=0.35)),

@@ -89,6 +89,13 @@ def run(name, masks, epochs):
                 rms_standard=rms(std), rms_distilled=rms(dist), rms_mc_mc=rms(mc2), seconds=time.perf_counter() - t0)
 
 
+def header(script, argv):
+    "A report's command (as run), machine and date (UTC), for this script and `benchmarks/attention_moments.py`."
+    cmd = f'python benchmarks/{script}' + ''.join(f' {s}' for s in (argv if argv is not None else sys.argv[1:]))
+    return dict(command=cmd, machine=f"{platform.machine()}, torch {torch.__version__}, 1 thread",
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', default='reports/attention_zoo.json')
@@ -96,9 +103,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     rows = {name: run(name, a.masks, a.epochs) for name in NETS}
-    cmd = 'python benchmarks/attention_zoo.py' + ''.join(f' {s}' for s in (argv if argv is not None else sys.argv[1:]))
-    report = dict(command=cmd, machine=f"{platform.machine()}, torch {torch.__version__}, 1 thread",
-                  date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    report = dict(**header('attention_zoo.py', argv),
                   settings=dict(width=D, tokens=T, classes=K, p=P, masks=a.masks, epochs=a.epochs, unlabelled=1024, test=256,
                                 weights='PyTorch init times SCALE', scale=SCALE), nets=rows)
     with open(a.out, 'w') as f: json.dump(report, f, indent=1)
