@@ -16,7 +16,8 @@ from torch import nn
 from sklearn.datasets import load_digits
 from .data import load_mnist
 from .distill import (distill, train_classifier, standard_predict, mc_predict, moment_teacher,
-                                    switchable_dropout, scores)
+                                    switchable_dropout, scores, _name)
+from .nn import _check_settings
 
 # %% auto #0
 __all__ = ['PAPER_MNIST', 'TEACHER_PROTOCOLS', 'digits_split', 'gap_recovered', 'small_convnet', 'n_params', 'digits_teacher',
@@ -171,8 +172,13 @@ def mnist_table(dropout:str='last', # 'last': LeNet (dropout before the last lay
                 n_mc:int=100, # sampled nets of MC prediction
                 mc_repeats:int=5, # MC predictions (seeds) averaged for the MC error and its spread
                 checkpoint_dir=None, # checkpoints of the teacher's training and the distillation, resumed from
+                protocol:str='as_written', # the teacher's `TEACHER_PROTOCOLS` entry (the distillation is the paper's either way)
+                teacher_epochs:int|None=None, # stop the teacher after this epoch of its protocol (None: all; not with 'as_written')
                )->dict: # test errors (%) of standard / MC / distilled / moment propagation, and the paper's
     "Standard / MC / distilled / moment-propagation test error (%) of LeNet or LeNetAll on MNIST, the paper's protocol."
+    if protocol == 'as_written' and teacher_epochs is not None:
+        raise ValueError(f"teacher_epochs must be None with protocol 'as_written' (the text's 20 + 10 epochs); got {teacher_epochs!r}")
+    teacher_protocol(protocol)                                  # an unknown protocol is refused before MNIST is loaded
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     ds = load_mnist(data_dir)
     (Xtr, ytr), (Xte, yte) = ds.train, ds.test
@@ -181,13 +187,11 @@ def mnist_table(dropout:str='last', # 'last': LeNet (dropout before the last lay
     Xtr, Xte = prep(Xtr), prep(Xte)
     ytr, yte = torch.as_tensor(np.asarray(ytr)).to(device), torch.as_tensor(np.asarray(yte)).to(device)
     e1, e2 = (1, 1) if quick else (20, 10)
-    torch.manual_seed(seed)
-    teacher = lenet(dropout).to(device)
-    ck = lambda part: None if checkpoint_dir is None else Path(checkpoint_dir) / f"mnist-{dropout}-{'quick' if quick else 'full'}-seed{seed}-{part}.pt"
-    train_classifier(teacher, Xtr, ytr, epochs=e1 + e2, lr=1e-3, batch_size=64, seed=seed, optimizer='sgd',
-                     weight_decay=5e-4, milestones=(e1,), checkpoint=ck('teacher'))
+    ck = lambda part, tag='': None if checkpoint_dir is None else Path(checkpoint_dir) / f"mnist-{dropout}-{'quick' if quick else 'full'}-seed{seed}{tag}-{part}.pt"
+    teacher = _mnist_teacher(Xtr, ytr, dropout, protocol, teacher_epochs, quick, seed, checkpoint_dir, ck('teacher'))
+    tag = '' if protocol == 'as_written' else f'-{protocol}{len(teacher.train_history_)}'   # the student's checkpoint names its teacher
     student = distill(teacher, copy.deepcopy(teacher), Xtr, loss='kl', epochs=e1 + e2, lr=1e-4, perturb=0.2,
-                      batch_size=64, optimizer='sgd', weight_decay=5e-4, milestones=(e1,), seed=seed, checkpoint=ck('student'))
+                      batch_size=64, optimizer='sgd', weight_decay=5e-4, milestones=(e1,), seed=seed, checkpoint=ck('student', tag))
     err = lambda probs: scores(probs, yte)['error']
     mc = [err(mc_predict(teacher, Xte, n_mc, seed=seed + r, batch_size=1000)) for r in range(mc_repeats)]
     twin = moment_teacher(teacher)
@@ -195,7 +199,8 @@ def mnist_table(dropout:str='last', # 'last': LeNet (dropout before the last lay
                 standard=err(standard_predict(teacher, Xte, batch_size=1000)),
                 mc=float(np.mean(mc)), mc_std=float(np.std(mc)),
                 distilled=err(standard_predict(student, Xte, batch_size=1000)),
-                moment=err(torch.cat([twin(Xte[i:i + 1000]) for i in range(0, len(Xte), 1000)])), paper=PAPER_MNIST[dropout])
+                moment=err(torch.cat([twin(Xte[i:i + 1000]) for i in range(0, len(Xte), 1000)])), paper=PAPER_MNIST[dropout],
+                **({} if protocol == 'as_written' else dict(protocol=protocol, teacher_epochs=len(teacher.train_history_))))
 
 # %% ../nbs/07b_distillation_protocols.ipynb #b7e1a002
 class CaffeSGD(torch.optim.Optimizer):
@@ -246,24 +251,57 @@ def teacher_protocol(name:str)->dict:
     if name not in TEACHER_PROTOCOLS: raise ValueError(f"protocol must be one of {sorted(TEACHER_PROTOCOLS)}; got {name!r}")
     return dict(TEACHER_PROTOCOLS[name])
 
+
+# %% ../nbs/07b_distillation_protocols.ipynb #b7e1a00a
+class _Stop(Exception): "Raised after the epoch `train_teacher` stops at (its checkpoint is written)."
+
 def train_teacher(X:torch.Tensor, # training images (n, 1, 28, 28) in [0, 1]
                   y:torch.Tensor, # their labels
                   dropout:str='last', # 'last': LeNet; 'all': LeNetAll
                   protocol:str='as_written', # a key of `TEACHER_PROTOCOLS`
                   seed:int=0, # seeds the weights, the shuffling and the masks
-                  epochs:int|None=None, # None: the protocol's (its schedule is the same either way)
-                  checkpoint=None, # a path written after every epoch and resumed from
+                  epochs:int|None=None, # stop after this epoch of the protocol's schedule (None: all of it)
+                  checkpoint=None, # a path written after every epoch under the protocol's settings, and resumed from
                   progress=None, # as in `train_classifier` (a callable receives each epoch's record)
                   evaluate=None, # as in `train_classifier` (e.g. the test error after every epoch)
                  )->nn.Module: # the trained teacher (eval mode), its epoch records in `.train_history_`
-    "Train `lenet(dropout)` on (X, y) under a teacher protocol."
+    "Train `lenet(dropout)` on (X, y) under a teacher protocol, up to epoch `epochs` of its schedule."
     P = teacher_protocol(protocol)
+    stop = P['epochs'] if epochs is None else epochs
+    if not (isinstance(stop, int) and 1 <= stop <= P['epochs']):
+        raise ValueError(f"epochs must be None or an int in 1..{P['epochs']} (protocol {protocol!r}); got {epochs!r}")
     torch.manual_seed(seed)
     net = lenet(dropout).to(X.device)
     if P['init'] == 'caffe': caffe_init(net)
     opt = 'sgd' if P['solver'] == 'sgd' else lambda ps: CaffeSGD(
         [dict(params=[q for q in ps if q.dim() > 1]), dict(params=[q for q in ps if q.dim() == 1], lr_mult=P['bias_lr_mult'])],
         lr=P['lr'], weight_decay=P['weight_decay'], gamma=P['gamma'], power=P['power'])
-    return train_classifier(net, X, y, epochs=epochs or P['epochs'], lr=P['lr'], batch_size=P['batch_size'], seed=seed, optimizer=opt,
-                            weight_decay=P['weight_decay'], milestones=P['milestones'], checkpoint=checkpoint,
-                            progress=progress, evaluate=evaluate)
+    kw = dict(lr=P['lr'], batch_size=P['batch_size'], seed=seed, optimizer=opt, weight_decay=P['weight_decay'], milestones=P['milestones'])
+    state = torch.load(checkpoint, map_location=X.device, weights_only=False) if checkpoint and Path(checkpoint).exists() else None
+    if state is not None and len(state['history']) >= stop:    # reached already: the checkpoint's weights, no step taken
+        _check_settings(checkpoint, state['settings'], {**kw, 'epochs': P['epochs'], 'optimizer': _name(opt), 'milestones': list(P['milestones']), 'n': len(X)})
+        if len(state['history']) > stop: raise ValueError(f"checkpoint {checkpoint} is past epoch {stop} ({len(state['history'])} epochs)")
+        net.load_state_dict(state['model']); net.train_history_ = list(state['history']); return net.eval()
+    history = [] if state is None else list(state['history'])
+    def on_epoch(rec):
+        history.append(rec)
+        if callable(progress): progress(rec)
+        if rec['epoch'] >= stop: raise _Stop
+    try: train_classifier(net, X, y, epochs=P['epochs'], checkpoint=checkpoint, progress=on_epoch, evaluate=evaluate, **kw)
+    except _Stop: pass
+    net.train_history_ = history
+    return net.eval()
+
+
+# %% ../nbs/07b_distillation_protocols.ipynb #b7e1a00c
+def _mnist_teacher(X, y, dropout, protocol, epochs, quick, seed, checkpoint_dir, checkpoint):
+    "`mnist_table`'s teacher: 'as_written' as the text states it; another protocol by `train_teacher`, from the checkpoint the teacher-protocol script writes."
+    if protocol == 'as_written':
+        e1, e2 = (1, 1) if quick else (20, 10)
+        torch.manual_seed(seed)
+        teacher = lenet(dropout).to(X.device)
+        return train_classifier(teacher, X, y, epochs=e1 + e2, lr=1e-3, batch_size=64, seed=seed, optimizer='sgd',
+                                weight_decay=5e-4, milestones=(e1,), checkpoint=checkpoint)
+    ck = None if checkpoint_dir is None else Path(checkpoint_dir) / f"teacher-{dropout}-{protocol}{'-quick' if quick else ''}-seed{seed}.pt"
+    return train_teacher(X, y, dropout, protocol, seed=seed, epochs=epochs or (1 if quick else None), checkpoint=ck)
+

@@ -70,3 +70,51 @@ def test_teacher_protocol_resumes_bit_identical(protocol, tmp_path, monkeypatch)
     res = train_teacher(X, y, checkpoint=tmp_path / 't.pt', **kw)
     assert [r['loss'] for r in res.train_history_] == [r['loss'] for r in ref.train_history_]
     assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), res.state_dict().values()))
+
+
+def _tiny_mnist_ds(data_dir=None):
+    "A stand-in for `load_mnist`: 128 training and 64 test images (uint8, 28×28), as `mnist_table` reads them."
+    import numpy as np
+    from types import SimpleNamespace
+    r = np.random.default_rng(0)
+    img = lambda n: (r.integers(0, 256, (n, 28, 28), dtype=np.uint8), r.integers(0, 10, n))
+    return SimpleNamespace(train=img(128), test=img(64))
+
+
+def test_mnist_table_teacher_protocol_reuses_the_protocol_checkpoint(tmp_path, monkeypatch):
+    """mnist_table(protocol='caffe') trains its teacher by `train_teacher` into the teacher-protocol script's checkpoint
+    (teacher-NET-PROTOCOL[-quick]-seedK.pt) and, rerun, takes it from there without a step; the student's checkpoint names
+    the teacher's protocol and epochs; 'as_written' refuses teacher_epochs."""
+    import fastdropout_nb.distillation_protocols as DP
+    monkeypatch.setattr(DP, 'load_mnist', _tiny_mnist_ds)
+    kw = dict(quick=True, seed=2, device='cpu', n_mc=3, mc_repeats=1, checkpoint_dir=tmp_path, protocol='caffe')
+    r = DP.mnist_table('all', **kw)
+    assert r['protocol'] == 'caffe' and r['teacher_epochs'] == 1 and r['network'] == 'LeNetAll'
+    assert {p.name for p in tmp_path.iterdir()} == {'teacher-all-caffe-quick-seed2.pt', 'mnist-all-quick-seed2-caffe1-student.pt'}
+    assert torch.load(tmp_path / 'teacher-all-caffe-quick-seed2.pt', weights_only=False)['settings']['epochs'] == 60
+    def no_training(*a, **k): raise AssertionError('the teacher was retrained')
+    monkeypatch.setattr(DP, 'train_classifier', no_training)
+    assert DP.mnist_table('all', **kw) == r                      # teacher and student both from their checkpoints
+    with pytest.raises(ValueError, match='teacher_epochs'):
+        DP.mnist_table('all', quick=True, device='cpu', teacher_epochs=5)
+
+
+def test_train_teacher_stops_inside_the_schedule(tmp_path):
+    """epochs=N stops after epoch N of the protocol's schedule with the protocol's settings in the checkpoint, so a later
+    call with more epochs continues it (= a run to that epoch never stopped); a checkpoint past N is refused."""
+    from fastdropout_nb.distillation_protocols import train_teacher
+    g = torch.Generator().manual_seed(4)
+    X, y = torch.rand(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g)
+    kw = dict(dropout='last', protocol='caffe', seed=1, progress=False)
+    ck = tmp_path / 't.pt'
+    one = train_teacher(X, y, epochs=1, checkpoint=ck, **kw)
+    assert len(one.train_history_) == 1 and torch.load(ck, weights_only=False)['settings']['epochs'] == 60
+    again = train_teacher(X, y, epochs=1, checkpoint=ck, **kw)                 # reached: loaded, not retrained
+    assert all(torch.equal(a, b) for a, b in zip(one.state_dict().values(), again.state_dict().values()))
+    two, ref = train_teacher(X, y, epochs=2, checkpoint=ck, **kw), train_teacher(X, y, epochs=2, **kw)
+    assert [r['loss'] for r in two.train_history_] == [r['loss'] for r in ref.train_history_]
+    assert all(torch.equal(a, b) for a, b in zip(two.state_dict().values(), ref.state_dict().values()))
+    with pytest.raises(ValueError, match='past epoch 1'):
+        train_teacher(X, y, epochs=1, checkpoint=ck, **kw)
+    with pytest.raises(ValueError, match='epochs'):
+        train_teacher(X, y, epochs=61, **kw)
