@@ -408,11 +408,12 @@ def reports_dir(root=None) -> Path:
     return project_root(root)/'reports'
 
 def save_figure(fig, name, folder=None) -> Path:
-    "Save the matplotlib `fig` as `reports/figures/{name}.png` (or in `folder`); the file is rewritten only when its bytes change."
+    "Save the matplotlib `fig` as `reports/figures/{name}.png` (or in `folder`; under test a temporary folder); rewritten only when its bytes change."
     import io
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=100, bbox_inches='tight', metadata={'Software': None})
-    path = Path(folder or reports_dir()/'figures')/f'{name}.png'
+    default = Path(tempfile.gettempdir())/'fastdropout_nb-figures' if os.environ.get('IN_TEST') else reports_dir()/'figures'
+    path = Path(folder or default)/f'{name}.png'
     if not path.exists() or path.read_bytes() != buf.getvalue():
         path.parent.mkdir(parents=True, exist_ok=True); path.write_bytes(buf.getvalue())
     return path
