@@ -14,6 +14,8 @@ schedule: same numbers and checkpoint names as before the option existed). Under
 `train_teacher`'s, resumed from the checkpoint `benchmarks/mnist_teacher_protocols.py` writes into the same
 --checkpoint-dir (teacher-NET-PROTOCOL-seedK.pt), stopped after --teacher-epochs of its schedule (default: all);
 the student is distilled as in the paper either way. The report records protocol, teacher epochs and the command.
+Reports of another protocol go to a folder of their own, e.g. reports/distill_mnist_protocols/lenet_caffe_seed0.json
+(chapter 13 reads the as-written rows from reports/distill_mnist_*_seed*.json).
 With --checkpoint-dir, the teacher's training and the distillation write a checkpoint after every epoch
 and a rerun of the same command resumes from it (same numbers as an uninterrupted run).
 With --merge, a rerun over finished checkpoints adds the fields OUT lacks (e.g. `moment`, added later)
@@ -63,6 +65,7 @@ def main(argv=None):
         with open(a.out) as f: old = json.load(f)
         differs = {k: [old[k], v] for k, v in r.items() if k in old and k not in RUN_FIELDS and old[k] != v}
         r = {**r, **old, 'rerun_differs': differs, 'merged': time.strftime('%Y-%m-%d')}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, 'w') as f: json.dump(r, f, indent=1)
     print(json.dumps(r, indent=1))
     return 0
