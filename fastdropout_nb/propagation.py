@@ -22,10 +22,10 @@ __all__ = ['relu_rule', 'SUPPORTED', 'OUTPUTS', 'Moments', 'moments_of', 'dropou
            'add_rule', 'structure_rule', 'cat_rule', 'activation_rule', 'elementwise_rule', 'max_moments_fast',
            'max_pool_rule', 'GateMixed', 'ChannelGated', 'channel_moments', 'channel_dropout_rule', 'gated_conv_rule',
            'gated_linear_rule', 'gated_flatten', 'gated_reshape', 'correlated_max_pool', 'Traced', 'traced_step',
-           'traced_dropout', 'layer_norm_rule', 'matmul_rule', 'softmax_rule', 'attention_rule', 'sdpa_rule',
-           'mha_rule', 'encoder_layer_rule', 'encoder_rule', 'unscented_softmax', 'MomentPropagation',
-           'moment_propagation', 'MnistExample', 'BatchNormMLP', 'ResidualBlock', 'ResidualMLP', 'GeluSiluMLP',
-           'AvgPoolLeaky', 'ChannelDropoutNet', 'zoo_models', 'mc_average', 'propagation_scores',
+           'traced_dropout', 'layer_norm_rule', 'unscented_softmax', 'matmul_rule', 'softmax_rule', 'attention_weights',
+           'attention_rule', 'sdpa_rule', 'mha_rule', 'projected_attention', 'encoder_layer_rule', 'encoder_rule',
+           'MomentPropagation', 'moment_propagation', 'MnistExample', 'BatchNormMLP', 'ResidualBlock', 'ResidualMLP',
+           'GeluSiluMLP', 'AvgPoolLeaky', 'ChannelDropoutNet', 'zoo_models', 'mc_average', 'propagation_scores',
            'batchnorm_batch_stats', 'update_batchnorm', 'fast_dropout_fit']
 
 # %% ../nbs/04b_propagation.ipynb #027cbdd6
@@ -410,10 +410,15 @@ def _basis_fn(node, gm, rule):
         def scale(a, b):
             x, c = (a, b) if isb(a) else (b, a)
             if x.b is None: return None
-            if torch.is_tensor(c) and (c.dim() > x.b.dim() or (c.dim() == x.b.dim() and c.shape[0] > 1)):
-                _refuse(node, "a noise-free factor that differs between examples scales a value whose variance needs the "
-                              "composed linear map (two mixing maps or a shared source): that map would differ per example")
-            return x.b / c if t in _DIVS else x.b * c
+            f = (lambda b, c: b / c) if t in _DIVS else (lambda b, c: b * c)
+            if not torch.is_tensor(c) or c.dim() < x.b.dim() or (c.dim() == x.b.dim() and c.shape[0] == 1): return f(x.b, c)
+            if c.dim() > x.b.dim() or c.shape[0] != x.n:
+                _refuse(node, "a noise-free factor broadcasts a value over more axes or examples than it has")
+            if x.n * x.k * max(x.b[0].numel(), c[0].numel()) > _BASIS_BUDGET:
+                _refuse(node, f"a noise-free factor that differs between examples makes the images per example: {x.n} × "
+                              f"{x.k} × {x.b[0].numel()} entries, over the budget of {_BASIS_BUDGET} (call the twin on fewer examples)")
+            b = _per_example(x.b, x.n, x.k).reshape(x.n, x.k, *x.b.shape[1:])       # the factor scales each example's images
+            return f(b, c.unsqueeze(1)).flatten(0, 1)
         return scale
     if t in (torch.cat, torch.concat, torch.stack):
         def cat(ts, *a, **k):
@@ -447,6 +452,31 @@ def layer_norm_rule(x, # the noisy input, normalised over its last len(normalize
     if weight is not None: y, v = y * weight, v * weight * weight
     return Moments(y if bias is None else y + bias, v)
 
+# %% ../nbs/04b_propagation.ipynb #b1c2d3e5
+def unscented_softmax(mean, # the logits' means, classes on the last axis
+                      var, # their variances, same shape
+                      power:int=1, # 1: E[softmax]; 2: E[softmax²] at the same points (for the variance)
+                     ):
+    "`moments.softmax_mean(mean, var, 'unscented')` (κ = max(3 − K, 0)) in O(K) per example: one logit moves per sigma point."
+    K = mean.shape[-1]; kappa = max(3.0 - K, 0.0)
+    pos = var > 0
+    s = torch.where(pos, torch.where(pos, var, 1.0).sqrt(), 0.0) * math.sqrt(K + kappa)   # gradient 0, not NaN, at var = 0
+    a = mean - mean.amax(-1, keepdim=True).detach()                     # the largest logit at 0: e in (0, 1]
+    e = a.exp()
+    top = torch.zeros_like(a, dtype=torch.bool).scatter_(-1, a.argmax(-1, keepdim=True), True)   # j: one largest per row
+    rest = torch.where(top, (e * ~top).sum(-1, keepdim=True), e.sum(-1, keepdim=True) - e)       # S_i = Σ_{k≠i} e_k
+    pos = rest > 0
+    log_rest = torch.where(pos, rest, 1.0).log()
+    up = torch.where(pos, torch.sigmoid(a + s - log_rest), 1.0)         # p_i at the point a + s_i e_i
+    dn = torch.where(pos, torch.sigmoid(a - s - log_rest), 1.0)         # p_i at the point a − s_i e_i
+    r = power
+    q = (1.0 - up) ** r + (1.0 - dn) ** r                               # the other classes' share of i's two points
+    c = torch.where(top, 0.0, q / torch.where(top, 1.0, rest) ** r)     # q_i / S_i^r, i ≠ j (S_i ≥ 1 there)
+    qj, sj = (q * top).sum(-1, keepdim=True), torch.where(top, rest, 0.0).sum(-1, keepdim=True)
+    from_j = torch.where(top | (sj <= 0), 0.0, (e / torch.where(sj > 0, sj, 1.0)) ** r * qj)   # (e_k / S_j)^r q_j, e_k / S_j <= 1
+    out = (e ** r * (c.sum(-1, keepdim=True) - c) + from_j + up ** r + dn ** r) / (2 * (K + kappa))
+    return out if kappa == 0 else out + (e / e.sum(-1, keepdim=True)) ** r * (kappa / (K + kappa))
+
 # %% ../nbs/04b_propagation.ipynb #e77d9707
 def matmul_rule(a, b):
     """a @ b of independent noisy factors with independent entries: the mean ma @ mb, the variance
@@ -456,17 +486,23 @@ def matmul_rule(a, b):
 
 def softmax_rule(x, dim=-1):
     """Softmax over axis `dim` of independent Gaussian scores at the unscented points of chapter 01 (`unscented_points`):
-    the mean is `softmax_mean(method='unscented')`, the variance Σ w_i s_i² − mean² at the same points."""
+    the mean is `softmax_mean(method='unscented')`, the variance Σ w_i s_i² − mean² at the same points, both in O(K)
+    per row by `unscented_softmax` (§ `moment_propagation`; its check ties the second moment to the points written out)."""
     mean, var = moments_of(x)
     if not bool((var > 0).any()): return Moments(mean.softmax(dim), torch.zeros_like(mean))
     m, v = mean.movedim(dim, -1), var.movedim(dim, -1)
     m = torch.where(torch.isneginf(m), torch.finfo(m.dtype).min, m)      # masked scores: weight exactly 0
-    points, w = unscented_points(m, v)
-    s, w = points.softmax(-1), w.reshape(-1, *([1] * m.dim()))
-    mu = (w * s).sum(0)
-    return Moments(mu.movedim(-1, dim), ((w * s * s).sum(0) - mu * mu).clamp_min(0).movedim(-1, dim))
+    mu = unscented_softmax(m, v)
+    return Moments(mu.movedim(-1, dim), (unscented_softmax(m, v, 2) - mu * mu).clamp_min(0).movedim(-1, dim))
 
 # %% ../nbs/04b_propagation.ipynb #e283691f
+def attention_weights(q, k, p=0.0, mask=None, scale=None):
+    "The attention weights' moments: softmax (`softmax_rule`) of the scores q kᵀ scale + mask (`matmul_rule`), dropped at rate p."
+    scale = 1.0 / math.sqrt(moments_of(q)[0].shape[-1]) if scale is None else scale
+    s = scale_rule(matmul_rule(q, structure_rule(torch.transpose, k, -2, -1)), scale)
+    if mask is not None: s = Moments(s.mean + mask, s.var)
+    return dropout_rule(softmax_rule(s), p) if p > 0 else softmax_rule(s)
+
 def _weights_basis(mv, t):
     "Per-example images of the attention weights' unit vectors e_(h,t,j) in the output: δ_hh' δ_tt' mv[n,h,j,:]."
     n, h, s, d = mv.shape
@@ -483,11 +519,7 @@ def attention_rule(q, k, v, # (N, H, T, d), (N, H, S, d), (N, H, S, d): noisy (`
     """softmax(q kᵀ scale + mask), dropout (rate p) on the weights w, then w @ v, as a `Traced` value: the weights'
     noise a new source whose images are the value rows (w's entries independent), v's sources through E w, and
     the product of the two noises (var w @ var v) a source of its own; w taken independent of q, k, v."""
-    scale = 1.0 / math.sqrt(moments_of(q)[0].shape[-1]) if scale is None else scale
-    s = scale_rule(matmul_rule(q, structure_rule(torch.transpose, k, -2, -1)), scale)
-    if mask is not None: s = Moments(s.mean + mask, s.var)
-    w = dropout_rule(softmax_rule(s), p) if p > 0 else softmax_rule(s)
-    (mw, vw), (mv, vv) = moments_of(w), moments_of(v)
+    (mw, vw), (mv, vv) = moments_of(attention_weights(q, k, p, mask, scale)), moments_of(v)
     n, heads, t, src = mw.shape
     mean, bases = mw @ mv, {}
     if bool((vw > 0).any()): bases[object()] = (_weights_basis(mv.expand(n, *mv.shape[1:]), t), vw.reshape(n, -1))
@@ -545,7 +577,9 @@ def sdpa_rule(p):
 # %% ../nbs/04b_propagation.ipynb #d6c62adb
 def mha_rule(m, # an nn.MultiheadAttention (its attention dropout m.dropout applied)
              query, key, value, # noisy or noise-free inputs
-             key_padding_mask=None, need_weights=True, attn_mask=None, average_attn_weights=True, is_causal=False):
+             key_padding_mask=None, need_weights=True, attn_mask=None, average_attn_weights=True, is_causal=False,
+             traced:bool=True, # False: the output's moments only, by `projected_attention` (no images)
+            ):
     """nn.MultiheadAttention of noisy inputs: the in-projections (independent entries), `attention_rule` per head,
     then the out-projection on the `Traced` output, so the weights' noise, shared by a token's features, is exact through it.
     Returns (output, None): a `Traced` output (batch first) or its moments (sequence first); the attention weights have no rule."""
@@ -564,9 +598,34 @@ def mha_rule(m, # an nn.MultiheadAttention (its attention dropout m.dropout appl
     if mask is not None and mask.dim() == 3: mask = mask.reshape(n, h, t, s)
     pad = _additive_mask(key_padding_mask, True, q.mean)
     if pad is not None: mask = pad[:, None, None, :] if mask is None else mask + pad[:, None, None, :]
+    if not traced:
+        out = projected_attention(q, k, v, m.dropout, mask, m.out_proj.weight, m.out_proj.bias)
+        return (out if m.batch_first else seq(out)), None
     out = attention_rule(q, k, v, m.dropout, mask)
     out = _map_traced(out, lambda z: F.linear(z.transpose(1, 2).flatten(2), m.out_proj.weight), m.out_proj.bias)
     return (out if m.batch_first else seq(Moments(out.mean, out.var))), None
+
+# %% ../nbs/04b_propagation.ipynb #df0ed3d1
+def projected_attention(q, k, v, # (N, H, T, d), (N, H, S, d), (N, H, S, d): `Moments` or noise-free, v not `Traced`
+                        p:float, # dropout rate on the attention weights
+                        mask, # additive mask broadcastable to the scores, or None
+                        weight, # the out-projection's weight (E, H d)
+                        bias=None, # its bias
+                       ):
+    "`attention_rule` then the out-projection, as moments: the three sources' variances summed in closed form (no images)."
+    if isinstance(v, Traced): raise ValueError("projected_attention: v must have independent entries (a Moments), not a Traced value")
+    (mw, vw), (mv, vv) = moments_of(attention_weights(q, k, p, mask)), moments_of(v)
+    n, h, t, s = mw.shape
+    wh = weight.reshape(weight.shape[0], h, -1)                                 # (E, H, d): head h's columns
+    mean = F.linear((mw @ mv).transpose(1, 2).flatten(2), weight, bias)
+    u = torch.einsum('nhsd,fhd->nhsf', mv.expand(n, *mv.shape[1:]), wh)          # a value row through W_h
+    var = torch.einsum('nhts,nhsf->ntf', vw, u * u)
+    if bool((vv > 0).any()):
+        w2 = wh * wh
+        var = var + torch.einsum('nhts,nhsf->ntf', mw * mw, torch.einsum('nhsd,fhd->nhsf', vv.expand(n, *vv.shape[1:]), w2))
+        var = var + torch.einsum('nhtd,fhd->ntf', vw @ vv, w2)
+    return Moments(mean, var)
+
 
 # %% ../nbs/04b_propagation.ipynb #01fbe90c
 def _encoder_activation(a, n=20):
@@ -581,7 +640,8 @@ def encoder_layer_rule(m, # an nn.TransformerEncoderLayer (post- or pre-norm, it
     independent of its input), `layer_norm_rule`, the feed-forward block (linear, activation, dropout, linear, dropout)."""
     ln = lambda norm, x: layer_norm_rule(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
     act = _encoder_activation(m.activation)
-    sa = lambda x: dropout_rule(mha_rule(m.self_attn, x, x, x, key_padding_mask=src_key_padding_mask, attn_mask=src_mask)[0], m.dropout1.p)
+    sa = lambda x: dropout_rule(mha_rule(m.self_attn, x, x, x, key_padding_mask=src_key_padding_mask, attn_mask=src_mask,
+                                         traced=False)[0], m.dropout1.p)
     ff = lambda x: dropout_rule(linear_rule(dropout_rule(act(linear_rule(x, m.linear1.weight, m.linear1.bias)), m.dropout.p),
                                             m.linear2.weight, m.linear2.bias), m.dropout2.p)
     x = Moments(*moments_of(src))
@@ -892,11 +952,13 @@ def _keeps_apart(node, gm):
     return False
 
 # %% ../nbs/04b_propagation.ipynb #2046d8c5
-def _exact_segments(gm, steps, kinds, roles, rates):
+def _exact_segments(gm, steps, kinds, roles, rates,
+                    trust_shapes:bool=False, # a noise-free operand of +, −, ×, ÷ taken not to broadcast the noisy one
+                   ):
     """Wrap the runner of every segment node whose variance the element-wise rules get wrong, or that feeds one, in
     `traced_step` / `traced_dropout`. Per node: its sources, whether its entries are uncorrelated ('white'), and whether
-    the element-wise rules give its variance exactly."""
-    srcs, white, exact = {}, {}, {}
+    the element-wise rules give its variance exactly. Returns the nodes whose whiteness `trust_shapes` assumed."""
+    srcs, white, exact, trusted = {}, {}, {}, set()
     seg = lambda x: roles.get(x) in ('drop', 'mix', 'keep')
     for node, _ in steps:
         if roles.get(node) == 'corr':                       # attention: a Traced value of its own sources, not white
@@ -913,7 +975,9 @@ def _exact_segments(gm, steps, kinds, roles, rates):
         if roles[node] == 'drop': srcs[node], white[node], exact[node] = union | {node}, wh, ok; continue
         call = node.op != 'call_module'
         binary = call and node.target in (*_ADDS, *_SUBS, *_MULS, *_DIVS)
-        if binary and (len(noisy) > 1 or len(ops) > len(noisy)): wh = False     # a broadcast may repeat entries
+        if binary and (len(noisy) > 1 or len(ops) > len(noisy)):                # a broadcast may repeat entries
+            if trust_shapes and len(noisy) == 1 and wh: trusted.add(node)        # unless the noisy operand has the output's shape
+            else: wh = False
         index = node.args[1] if call and node.target is operator.getitem else ()
         if not all(isinstance(i, (int, slice, type(None), type(Ellipsis))) for i in (index if isinstance(index, tuple) else (index,))):
             wh = False                                                         # advanced indexing may repeat entries
@@ -928,7 +992,21 @@ def _exact_segments(gm, steps, kinds, roles, rates):
         if roles[node] == 'drop': steps[i] = (node, traced_dropout(rates[node])); continue
         t = type(gm.get_submodule(node.target)) if node.op == 'call_module' else node.target
         steps[i] = (node, traced_step(node, run, _basis_fn(node, gm, run), reshape=t in _RESHAPES))
-    return need
+    trusted = {node for node in trusted if not need.get(node)}
+    for i, (node, run) in enumerate(steps):
+        if node in trusted: steps[i] = (node, _shape_guard(node, run))
+    return trusted
+
+class _Broadcast(Exception):
+    "Raised by a trusted node whose noisy operand is broadcast to more entries: the twin falls back to its safe plan."
+
+def _shape_guard(node, run):
+    "`run`, checking that its noisy operand has the output's shape (no entry repeated), else `_Broadcast`."
+    def guarded(*args, **kwargs):
+        out = run(*args, **kwargs)
+        if any(isinstance(a, Moments) and a.mean.shape != out.mean.shape for a in args): raise _Broadcast(node.name)
+        return out
+    return guarded
 
 # %% ../nbs/04b_propagation.ipynb #baaa3ea7
 def _is_max_pool(node, gm):
@@ -995,31 +1073,10 @@ def _plan(gm, n=20, elementwise=(), identities=frozenset(), attention=None):
     final = last if final is None else final
     if kinds[final] == 'chan': _refuse(final, "the output follows a channel dropout directly")
     _pool_first(gm, steps, kinds)
-    _exact_segments(gm, steps, kinds, roles, rates)
-    return steps, final, dim, kinds
-
-# %% ../nbs/04b_propagation.ipynb #b1c2d3e5
-def unscented_softmax(mean, # the logits' means, classes on the last axis
-                      var, # their variances, same shape
-                     ):
-    "`moments.softmax_mean(mean, var, 'unscented')` (κ = max(3 − K, 0)) in O(K) per example: one logit moves per sigma point."
-    K = mean.shape[-1]; kappa = max(3.0 - K, 0.0)
-    pos = var > 0
-    s = torch.where(pos, torch.where(pos, var, 1.0).sqrt(), 0.0) * math.sqrt(K + kappa)   # gradient 0, not NaN, at var = 0
-    a = mean - mean.amax(-1, keepdim=True).detach()                     # the largest logit at 0: e in (0, 1]
-    e = a.exp()
-    top = torch.zeros_like(a, dtype=torch.bool).scatter_(-1, a.argmax(-1, keepdim=True), True)   # j: one largest per row
-    rest = torch.where(top, (e * ~top).sum(-1, keepdim=True), e.sum(-1, keepdim=True) - e)       # S_i = Σ_{k≠i} e_k
-    pos = rest > 0
-    log_rest = torch.where(pos, rest, 1.0).log()
-    up = torch.where(pos, torch.sigmoid(a + s - log_rest), 1.0)         # p_i at the point a + s_i e_i
-    dn = torch.where(pos, torch.sigmoid(a - s - log_rest), 1.0)         # p_i at the point a − s_i e_i
-    q = 2.0 - up - dn                                                   # the other classes' share of i's two points
-    c = torch.where(top, 0.0, q / torch.where(top, 1.0, rest))          # q_i / S_i, i ≠ j (S_i ≥ 1 there)
-    qj, sj = (q * top).sum(-1, keepdim=True), torch.where(top, rest, 0.0).sum(-1, keepdim=True)
-    from_j = torch.where(top | (sj <= 0), 0.0, e / torch.where(sj > 0, sj, 1.0) * qj)   # (e_k / S_j) q_j, a ratio <= 1
-    out = (e * (c.sum(-1, keepdim=True) - c) + from_j + up + dn) / (2 * (K + kappa))
-    return out if kappa == 0 else out + (e / e.sum(-1, keepdim=True)) * (kappa / (K + kappa))
+    safe = list(steps)
+    _exact_segments(gm, safe, kinds, roles, rates)
+    trusted = _exact_segments(gm, steps, kinds, roles, rates, trust_shapes=True)
+    return (steps, final, dim, kinds, safe) if trusted else (safe, final, dim, kinds, None)
 
 # %% ../nbs/04b_propagation.ipynb #e817917f
 OUTPUTS = ('moments', 'mean', 'softmax', 'sigmoid')
@@ -1048,14 +1105,32 @@ def _fill(a, env):
 
 class MomentPropagation(nn.Module):
     "A dropout net's moment-propagating twin: runs the traced graph on `(mean, var)`; shares the net's parameters."
-    def __init__(self, gm, steps, final, output='moments', softmax_dim=None, kinds=None, compile=False):
+    def __init__(self, gm, steps, final, output='moments', softmax_dim=None, kinds=None, compile=False, safe=None):
         super().__init__()
         self.net, self.output, self.compile = gm, output, compile
-        self._steps, self._final, self._dim = steps, final, softmax_dim
+        self._final, self._dim, self._safe, self._shapes = final, softmax_dim, safe, set()   # safe: the plan trusting no shape
         self.kinds = {} if kinds is None else kinds      # node -> 'det', 'drop', 'chan' or 'gauss' (what the node yields)
-        self._program, self._out = _program(steps), [n for n, _ in steps].index(final)
+        self._use(steps)
+    def _use(self, steps):
+        self._steps, self._program, self._out = steps, _program(steps), [n for n, _ in steps].index(self._final)
+        self.__dict__.pop('_compiled', None)
+    def _settle(self, inputs):
+        "Before a run whose hook must see one pass: where the trusted plan meets a broadcast on these inputs, take the safe plan."
+        sig = tuple(tuple(x.shape) if torch.is_tensor(x) else None for x in inputs)
+        if self._safe is None or sig in self._shapes: return
+        try:
+            with torch.no_grad(): self._execute(inputs)
+            self._shapes.add(sig)
+        except _Broadcast: self._use(self._safe); self._safe = None
     def _run(self, inputs, hook=None):
         "Run the steps; `hook(node, value)`, when given, sees every node's value and returns the value to go on with."
+        if hook is not None: self._settle(inputs)
+        try: return self._execute(inputs, hook)
+        except _Broadcast:
+            if self._safe is None: raise
+            self._use(self._safe); self._safe = None
+            return self._execute(inputs, hook)
+    def _execute(self, inputs, hook=None):
         env, it = [None] * len(self._program), iter(inputs)
         for i, (node, run, args, kwargs) in enumerate(self._program):
             if run == 'placeholder': value = next(it)
@@ -1154,8 +1229,8 @@ def moment_propagation(model:nn.Module, # a dropout net whose `forward` torch.fx
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ValueError(f"n must be a positive integer; got {n!r}")
     if not isinstance(compile, bool): raise ValueError(f"compile must be True or False; got {compile!r}")
     gm = _trace(model, False)              # the eval branch; F.dropout(..., training=self.training) still records p
-    steps, final, dim, kinds = _plan(gm, int(n), tuple(elementwise), _never_dropping(model, gm), _attention_rates(model, gm))
-    return MomentPropagation(gm, steps, final, output, dim, kinds, compile)
+    steps, final, dim, kinds, safe = _plan(gm, int(n), tuple(elementwise), _never_dropping(model, gm), _attention_rates(model, gm))
+    return MomentPropagation(gm, steps, final, output, dim, kinds, compile, safe)
 
 # %% ../nbs/04b_propagation.ipynb #24703276
 class MnistExample(nn.Module):

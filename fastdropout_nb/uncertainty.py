@@ -42,12 +42,14 @@ def _noisy_leaves(args, kwargs):
 
 def linearised_var(run, args, kwargs):
     """(J∘J) v_u of a rule `run` at its noisy arguments (J = ∂ output mean / ∂ input means, v_u their variances) as
-    J(s∘v_u), s = Jᵀ1: exact when each input entry feeds one output entry. None for a linear rule (its mean ignores v_u)."""
+    J(s∘v_u), s = Jᵀ1: exact when each input entry feeds one output entry. None for a linear rule (its mean ignores v_u);
+    0 for a node whose inputs are noise-free (a layer that drops inside itself: its whole variance is its own source)."""
     with torch.enable_grad():
         args, kwargs, leaves = _noisy_leaves(args, kwargs)
         out = run(*args, **kwargs)
         out = out.mean if isinstance(out, (Moments, ChannelGated)) else torch.as_tensor(out)
         means, vars_ = [m for m, _ in leaves], [s for _, s in leaves]
+        if not leaves: return torch.zeros_like(out).detach()             # noise-free inputs: all its variance is its own
         dvar = torch.autograd.grad(out, vars_, torch.ones_like(out), retain_graph=True, allow_unused=True)
         if all(d is None for d in dvar): return None
         w = torch.ones_like(out, requires_grad=True)
@@ -94,6 +96,7 @@ def _source_var(twin, node, run, env, value, linear):
 # %% ../nbs/04c_uncertainty.ipynb #a3f1c015
 def _linearised_pass(twin, inputs, linear):
     "Run the twin once with a zero noise leaf added to the mean at every node that injects a source; variances detached."
+    twin._settle(inputs)                                   # the plan these inputs run (a broadcast takes the safe one)
     env, sources, runs = {}, [], dict(twin._steps)
     def hook(node, value):
         if twin.kinds.get(node, 'det') == 'det' or not isinstance(value, (Moments, ChannelGated)):

@@ -573,18 +573,78 @@ class _TwoMixes(nn.Module):
     def __init__(self): super().__init__(); self.fc1, self.fc2 = nn.Linear(4, 3), nn.Linear(3, 2)
     def forward(self, x, scale): return self.fc2(self.fc1(F.dropout(x, 0.3, self.training)) * scale)
 
-def test_composed_map_is_differentiable_and_refuses_a_per_example_map(monkeypatch):
-    "Gradients pass through the bases; a factor that differs between examples, or a basis over the budget, is refused."
+def _enumerated(forward, k=4, p=0.3):
+    "Each example's mean and variance of `forward(mask)` (the net with its one input dropout's gates `mask`) over all 2^k masks."
+    masks = torch.tensor(all_masks(k), dtype=D)
+    probs = torch.tensor(mask_probs(masks.numpy(), np.full(k, p)), dtype=D)
+    with torch.no_grad(): outs = torch.stack([forward(m) for m in masks])
+    mean = torch.einsum('m,m...->...', probs, outs)
+    return mean, torch.einsum('m,m...->...', probs, (outs - mean) ** 2)
+
+def _two_mixes_enumerated(net, x, scale):
+    return _enumerated(lambda m: net.fc2(net.fc1(x * m / 0.7) * scale))
+
+def test_composed_map_per_example_factor_is_exact_differentiable_and_budgeted(monkeypatch):
+    """A noise-free factor that differs between examples (a padding mask, a length) between two mixing maps: each
+    example's variance equals the enumeration of every mask; gradients pass through the bases; a basis over the
+    budget is refused naming the node."""
     import fastdropout_nb.propagation as P
     torch.manual_seed(0)
     net = _TwoMixes().double()
     x = torch.rand(3, 4, dtype=D, requires_grad=True)
     shared = torch.rand(1, 3, dtype=D) + 0.5
     assert torch.autograd.gradcheck(lambda t: moment_propagation(net)(t, shared), (x,))
-    with pytest.raises(ValueError, match=r"node 'mul'.*differs between examples"):
-        moment_propagation(net)(x, torch.rand(3, 3, dtype=D))
+    per = torch.rand(3, 3, dtype=D) + 0.5
+    per[1, 0] = 0.0                                                          # a masked unit
+    for scale in (per, per[:, :1], shared):
+        mean, var = moment_propagation(net)(x, scale)
+        em, ev = _two_mixes_enumerated(net, x.detach(), scale)
+        assert torch.allclose(mean, em, atol=1e-12) and torch.allclose(var, ev, rtol=1e-10, atol=1e-14), (var, ev)
+    assert torch.autograd.gradcheck(lambda t: moment_propagation(net)(t, per), (x,))
     monkeypatch.setattr(P, '_BASIS_BUDGET', 8)
     with pytest.raises(ValueError, match=r"node 'fc1'.*over the budget"): moment_propagation(net)(x, shared)
+    monkeypatch.setattr(P, '_BASIS_BUDGET', 3 * 4 * 3 - 1)
+    with pytest.raises(ValueError, match=r"node 'mul'.*per example.*over the budget"): moment_propagation(net)(x, per)
+
+def test_per_example_factor_planted_as_shared_is_caught(monkeypatch):
+    "Planted: the first example's factor scales every example's images (a per-example map taken as shared): the enumeration check fails."
+    import fastdropout_nb.propagation as P
+    real = P._basis_fn
+    def planted(node, gm, rule):
+        fn = real(node, gm, rule)
+        if node.target not in P._MULS: return fn
+        return lambda a, b: fn(a, b[:1] if torch.is_tensor(b) and b.dim() > 1 else b)
+    monkeypatch.setattr(P, '_basis_fn', planted)
+    torch.manual_seed(0)
+    net = _TwoMixes().double()
+    x, per = torch.rand(4, 4, dtype=D), torch.rand(4, 3, dtype=D) + 0.5
+    mean, var = moment_propagation(net)(x, per)
+    em, ev = _two_mixes_enumerated(net, x, per)
+    assert torch.allclose(mean, em, atol=1e-12) and not torch.allclose(var, ev, rtol=1e-3)
+
+class _Broadcasts(nn.Module):
+    "dropout, a noise-free factor `c` (N, 4, r) (r > 1 repeats each entry r times), flatten, a linear layer."
+    def __init__(self, r=2): super().__init__(); self.fc = nn.Linear(4 * r, 2)
+    def forward(self, x, c): return self.fc((F.dropout(x, 0.3, self.training).unsqueeze(-1) * c).flatten(1))
+
+def test_trusted_shapes_fall_back_where_a_noise_free_factor_broadcasts(monkeypatch):
+    """The twin takes h * c (c noise-free) as keeping h's entries apart; where c broadcasts h (entries repeated, so
+    correlated) it switches to its safe plan, exact against every mask, with or without a hook; planted: no guard."""
+    import fastdropout_nb.propagation as P
+    torch.manual_seed(0)
+    x = torch.rand(3, 4, dtype=D)
+    for r, hooked in ((1, False), (2, False), (2, True)):
+        net, c = _Broadcasts(r).double(), torch.rand(3, 4, r, dtype=D) + 0.5
+        truth = _enumerated(lambda m: net.fc((x * m / 0.7).unsqueeze(-1).mul(c).flatten(1)))
+        twin = moment_propagation(net)
+        assert twin._safe is not None                                    # the trusted plan first
+        if hooked: twin.node_moments(x, c)
+        mean, var = twin(x, c)
+        assert (twin._safe is None) == (r > 1)                           # kept where nothing broadcasts
+        assert torch.allclose(mean, truth[0], atol=1e-12) and torch.allclose(var, truth[1], rtol=1e-10, atol=1e-14)
+    monkeypatch.setattr(P, '_shape_guard', lambda node, run: run)
+    mean, var = moment_propagation(net)(x, c)
+    assert not torch.allclose(var, truth[1], rtol=1e-3)
 
 def test_plain_moments_from_a_hook_are_taken_as_independent_entries():
     "A hook that hands a segment node plain Moments: the nodes after it take its entries as independent (their own source)."
