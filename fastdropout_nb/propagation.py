@@ -487,7 +487,7 @@ def matmul_rule(a, b):
 def softmax_rule(x, dim=-1):
     """Softmax over axis `dim` of independent Gaussian scores at the unscented points of chapter 01 (`unscented_points`):
     the mean is `softmax_mean(method='unscented')`, the variance Σ w_i s_i² − mean² at the same points, both in O(K)
-    per row by `unscented_softmax` (§ `moment_propagation`; its check ties the second moment to the points written out)."""
+    per row by `unscented_softmax` (above; its check ties the second moment to the points written out)."""
     mean, var = moments_of(x)
     if not bool((var > 0).any()): return Moments(mean.softmax(dim), torch.zeros_like(mean))
     m, v = mean.movedim(dim, -1), var.movedim(dim, -1)
@@ -992,8 +992,7 @@ def _exact_segments(gm, steps, kinds, roles, rates,
         if roles[node] == 'drop': steps[i] = (node, traced_dropout(rates[node])); continue
         t = type(gm.get_submodule(node.target)) if node.op == 'call_module' else node.target
         steps[i] = (node, traced_step(node, run, _basis_fn(node, gm, run), reshape=t in _RESHAPES))
-    trusted = {node for node in trusted if not need.get(node)}
-    for i, (node, run) in enumerate(steps):
+    for i, (node, run) in enumerate(steps):                      # traced or not: a user may have trusted its whiteness
         if node in trusted: steps[i] = (node, _shape_guard(node, run))
     return trusted
 
