@@ -2,7 +2,7 @@
 chapter 04b and the MNIST 784-1200-1200-10 dropout MLP, on the 600 test digits in one batch (resized to 28 x 28 for
 the MNIST net), with 1 thread and with all cores. Per net: the standard pass; the twin (diagonal moments), eager and
 through `torch.compile`; the twin with the unscented softmax; the logits' full covariance (`covariance_propagation`);
-MC-100 (100 sampled nets, one pass each, their softmax outputs averaged); and, with --baseline REV, the twin of the
+MC-100 (`mc_predict`: 100 sampled nets, their softmax outputs averaged) looped and batched; and, with --baseline REV, the twin of the
 package as committed at REV (run in a subprocess from `git archive REV`), in the same run. A second table costs the
 covariance against the number of outputs K and the width W of a 64-W-W-K dropout MLP.
 Prints the ratios from this one run and writes them to reports/propagation_cost.txt.
@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from fastdropout_nb.distillation_protocols import digits_split
-from fastdropout_nb.propagation import zoo_models, moment_propagation, _switch_dropout_on
+from fastdropout_nb.distill import mc_predict, switchable_dropout
+from fastdropout_nb.propagation import zoo_models, moment_propagation
 
 
 def sync(device):
@@ -72,6 +73,7 @@ def costs(name, net, x, threads, device):
     net.eval()
     moments, probs = moment_propagation(net), moment_propagation(net, 'softmax')
     compiled, cov = moment_propagation(net, compile=True), covariance_propagation(net)
+    sampled = switchable_dropout(net)                                    # traced once, outside the timings
     t0 = time.perf_counter()
     with torch.no_grad(): compiled(x); compiled(x); sync(device)          # an eager call binds the rules, the second traces
     compile_s = time.perf_counter() - t0
@@ -80,14 +82,11 @@ def costs(name, net, x, threads, device):
         torch.set_num_threads(t)
         with torch.no_grad():
             std = best_time(lambda: net(x), device)
-            def mc100():
-                _switch_dropout_on(net)
-                acc = sum(net(x).softmax(-1) for _ in range(100)) / 100
-                net.eval(); return acc
+            mc100 = lambda batched: best_time(lambda: mc_predict(sampled, x, 100, seed=0, batched=batched, progress=False), device, repeat=2) / std
             r = dict(standard=std, moments=best_time(lambda: moments(x), device) / std,
                      compiled=best_time(lambda: compiled(x), device) / std,
                      softmax=best_time(lambda: probs(x), device) / std)
-            r['mc100'] = best_time(mc100, device, repeat=2) / std
+            r['mc100'], r['mc100_batched'] = mc100(False), mc100(True)
         r['covariance'] = best_time(lambda: cov(x), device, repeat=3) / std
         res[t] = r
     return res, compile_s
@@ -162,10 +161,12 @@ def main():
              f'after 2 warm-up calls; ratios to the standard pass of the same net, same thread count',
              'columns: moments = the twin (diagonal), eager; compiled = the same through torch.compile; +softmax = the twin '
              'with the unscented softmax; cov = the logits\' full covariance (covariance_propagation); MC-100 looped = 100 '
-             'sampled passes, softmax averaged' + (f'; at {a.baseline} = the twin (and with softmax) of the package at {a.baseline}' if a.baseline else '')]
+             'sampled passes, softmax averaged (mc_predict, batched=False); MC batched = the same with the batch repeated (mc_predict, '
+             'batched=True); batched/moments = how many times the eager twin is cheaper than batched MC-100' + (f'; at {a.baseline} = the twin (and with softmax) of the package at {a.baseline}' if a.baseline else '')]
     if a.note: lines.append(f'note: {a.note}')
     base = baseline(a.baseline, list(nets()), threads, device) if a.baseline else None
-    head = f"{'net':16s} {'threads':>7s} {'standard s':>10s} {'moments':>8s} {'compiled':>8s} {'+softmax':>8s} {'cov':>7s} {'MC-100':>8s}"
+    head = (f"{'net':16s} {'threads':>7s} {'standard s':>10s} {'moments':>8s} {'compiled':>8s} {'+softmax':>8s} {'cov':>7s} {'MC looped':>9s} "
+            f"{'MC batched':>10s} {'batched/moments':>15s}")
     if base: head += f" {'moments@' + a.baseline[:7]:>16s} {'+softmax@' + a.baseline[:7]:>17s}"
     lines.append(head)
     for name, make in nets().items():
@@ -173,7 +174,7 @@ def main():
         res, compile_s = costs(name, net, inputs(name, x0).to(device), threads, device)
         for t, c in res.items():
             row = (f"{name:16s} {t:7d} {c['standard']:10.5f} {c['moments']:7.2f}x {c['compiled']:7.2f}x {c['softmax']:7.2f}x "
-                   f"{c['covariance']:6.1f}x {c['mc100']:7.1f}x")
+                   f"{c['covariance']:6.1f}x {c['mc100']:8.1f}x {c['mc100_batched']:9.1f}x {c['mc100_batched'] / c['moments']:14.1f}x")
             if base: row += f" {base[name][t]['moments']:15.2f}x {base[name][t]['softmax']:16.2f}x"
             lines.append(row); print(row, flush=True)
         lines.append(f"{'':16s} (torch.compile: first call {compile_s:.1f} s)")

@@ -164,6 +164,17 @@ def elementwise_rule(f, x, n=20):
 
 relu_rule = activation_rule('relu')
 
+# %% ../nbs/04b_propagation.ipynb #42420dbe
+def _windows(t, k, dil, pad, s):
+    """`F.unfold(t.reshape(-1, 1, h, w), k, dil, pad, s)`, the pooling windows (B, k_h k_w, L) of every channel of `t`
+    (…, h, w), cut as a strided view of the zero-padded input: one copy, where `F.unfold` loops over the B channels."""
+    h, w = t.shape[-2:]
+    t = F.pad(t.reshape(-1, h, w), (pad[1], pad[1], pad[0], pad[0]))
+    u = t.unfold(1, dil[0] * (k[0] - 1) + 1, s[0]).unfold(2, dil[1] * (k[1] - 1) + 1, s[1])[..., ::dil[0], ::dil[1]]
+    b, ho, wo = u.shape[:3]
+    return u.reshape(b, ho * wo, k[0] * k[1]).transpose(1, 2)
+
+
 # %% ../nbs/04b_propagation.ipynb #48f3097c
 def max_moments_fast(m1, v1, m2, v2, c=None):
     """`moments.max_moments` (Clark) with the direct ReLU formulas: no input checks, no tail series; equal to it where the ReLU formulas are.
@@ -189,7 +200,7 @@ def max_pool_rule(x, dims, kernel_size, stride=None, padding=0, dilation=1, ceil
     k, pad, dil = pair(kernel_size, 1), pair(padding, 0), pair(dilation, 1)
     s = k if stride is None or stride == [] else pair(stride, 1)
     n, c, h, w = mean.shape
-    unfold = lambda t: F.unfold(t.reshape(-1, 1, h, w), k, dil, pad, s)        # (n c, k, L)
+    unfold = lambda t: _windows(t, k, dil, pad, s)                             # (n c, k, L)
     wm, wv, valid = unfold(mean), unfold(var), unfold(torch.ones_like(mean[:1, :1])) > 0
     key = torch.where(valid, wv, torch.inf).expand_as(wv)
     order = key.argsort(1)                                               # narrowest first, padding last
@@ -263,7 +274,7 @@ def gated_reshape(g, *shape):
 def _window_cov(gates, var, k, dil, pad, s):
     "The entries' covariance within each window, (B, k, k, L), from `gates` (N, C_g, C, H, W) and variances `var` (N, C, H, W)."
     n, cg, c, h, w = gates.shape
-    un = lambda t: F.unfold(t.reshape(-1, 1, h, w), k, dil, pad, s)
+    un = lambda t: _windows(t, k, dil, pad, s)
     wg = un(gates.transpose(1, 2)).reshape(n * c, cg, -1, un(var[:1, :1]).shape[-1])   # (B, C_g, k, L)
     cov = torch.einsum('bgil,bgjl->bijl', wg, wg)
     rest = (un(var) - cov.diagonal(dim1=1, dim2=2).transpose(1, 2)).clamp_min(0)        # the independent remainder
@@ -276,7 +287,7 @@ def correlated_max_pool(x, dims, kernel_size, stride=None, padding=0, dilation=1
     k, pad, dil = pair(kernel_size), pair(padding), pair(dilation)
     s = k if stride is None or stride == [] else pair(stride)
     n, c, h, w = x.mean.shape
-    un = lambda t: F.unfold(t.reshape(-1, 1, h, w), k, dil, pad, s)
+    un = lambda t: _windows(t, k, dil, pad, s)
     wm, valid = un(x.mean), un(torch.ones_like(x.mean[:1, :1])) > 0                      # (B, k, L)
     cov = _window_cov(x.gates, x.var, k, dil, pad, s)
     m, v, cm = wm[:, 0], cov[:, 0, 0], cov[:, 0]                                       # cm: Cov(running max, entry j)
