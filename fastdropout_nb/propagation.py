@@ -8,7 +8,7 @@ Docs: https://fastdropout-nb.github.io/fastdropout_nb/propagation.html.md"""
 
 # %% ../nbs/04b_propagation.ipynb #d82b5b48
 from __future__ import annotations
-import builtins, functools, math, operator, weakref
+import builtins, functools, math, operator, types, weakref
 from functools import lru_cache
 import numpy as np
 import torch
@@ -1160,8 +1160,12 @@ class MomentPropagation(nn.Module):
     def forward(self, *inputs):
         if not self.compile: return self._forward(*inputs)
         if '_compiled' not in self.__dict__:                 # one eager call binds every rule, then one graph is traced
-            out = self._forward(*inputs); self.__dict__['_compiled'] = torch.compile(self._forward); return out
+            out = self._forward(*inputs); self.__dict__['_compiled'] = torch.compile(self._own_forward()); return out
         return self.__dict__['_compiled'](*inputs)
+    def _own_forward(self):
+        "`_forward` through a copy of its code object: torch.compile keeps graphs per code object (8 by default), so each twin gets its own."
+        f = MomentPropagation._forward
+        return types.MethodType(types.FunctionType(f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__), self)
     def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k != '_compiled'}
     def _forward(self, *inputs):
         if len(inputs) != sum(1 for _, r in self._steps if r == 'placeholder'):

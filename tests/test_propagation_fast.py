@@ -124,6 +124,15 @@ def test_compiled_twin_equals_the_eager_twin():
     net = zoo_models()['batchnorm_mlp']().eval()
     x = torch.rand(16, 64)
     with torch.no_grad():
-        eager, compiled = moment_propagation(net)(x), moment_propagation(net, compile=True)(x)
+        twin = moment_propagation(net, compile=True); twin(x)            # the first call is eager: it binds every rule
+        eager, compiled = moment_propagation(net)(x), twin(x)
     for a, b in zip(eager, compiled): torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match='compile'): moment_propagation(net, compile='yes')
+
+
+def test_each_compiled_twin_keeps_its_own_graphs():
+    # torch.compile keeps its graphs per code object, 8 by default: twins that shared `_forward`'s code ran eagerly after the 8th
+    from fastdropout_nb.nn import dropout_mlp
+    from fastdropout_nb.propagation import MomentPropagation
+    codes = [moment_propagation(dropout_mlp((8, 4 + i, 3), 0.2, 0.5).eval(), compile=True)._own_forward().__func__.__code__ for i in range(2)]
+    assert codes[0] is not codes[1] and all(c is not MomentPropagation._forward.__code__ for c in codes)
